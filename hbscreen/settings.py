@@ -1,0 +1,70 @@
+"""The one settings object, read from the environment (and an optional .env file).
+
+Names follow what operators already know: TELEGRAM_BOT_TOKEN, REDIS_URL, ...; the rest use the
+HBSCREEN_ prefix. Secrets are SecretStr so they never print.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, f"HBSCREEN_{name}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HBSCREEN_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # Telegram
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))
+    telegram_api_base_url: str = Field(
+        "https://api.telegram.org/bot", validation_alias=_env("TELEGRAM_API_BASE_URL")
+    )
+    telegram_file_base_url: str = Field(
+        "https://api.telegram.org/file/bot", validation_alias=_env("TELEGRAM_FILE_BASE_URL")
+    )
+    webhook_url: str | None = None  # HBSCREEN_WEBHOOK_URL: set it to use a webhook
+    webhook_secret: SecretStr | None = None
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8080
+    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)  # HBSCREEN_ADMIN_IDS=1,2
+    hash_key: SecretStr | None = None  # keyed hash of chat ids; required in production
+    rate_limit_per_hour: int = 20
+    consent_policy_version: str = "2026-11"
+
+    # Queue
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    queue_max_depth: int = 200
+    job_deadline_s: float = 120.0
+    image_ttl_s: int = 600
+    max_tries: int = 3
+
+    # Workers and models
+    models_dir: Path | None = None  # default: the models shipped in inference/models
+    ort_threads: int = 1
+    worker_concurrency: int = 1
+    metrics_port: int = 9100
+
+    log_level: str = "INFO"
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [int(x) for x in v.replace(" ", "").split(",") if x]
+        if isinstance(v, int):
+            return [v]
+        return v
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,7 @@
+"""Image intake, quality gate, ONNX pipeline, heatmap, advice, job queue and worker.
+
+Nothing in this package imports torch: workers ship with onnxruntime, opencv and numpy.
+"""
+
+__all__ = ["__version__"]
+__version__ = "0.1.0"
