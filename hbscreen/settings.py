@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     hash_key: SecretStr | None = None  # keyed hash of chat ids; required in production
     rate_limit_per_hour: int = 20
     consent_policy_version: str = "2026-11"
+    reminder_weeks: int = 4  # opt-in "screen again" reminder; 0 turns the offer off
+    reminder_check_s: float = 60.0  # how often the bot looks for due reminders
+    status_update_s: float = 20.0  # edit the status message if a job takes longer than this
 
     # Queue
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
@@ -46,6 +49,10 @@ class Settings(BaseSettings):
     job_deadline_s: float = 120.0
     image_ttl_s: int = 600
     max_tries: int = 3
+    redis_prefix: str = "hbscreen"  # key prefix, so one Redis can serve several deployments
+    claim_idle_s: float = 30.0  # a job untouched this long belongs to a dead worker: reclaim it
+    heartbeat_s: float = 5.0  # worker heartbeat period (key TTL: 3 periods)
+    shutdown_grace_s: float = 20.0  # on SIGTERM, finish jobs in hand this long, then hand back
 
     # Workers and models
     models_dir: Path | None = None  # default: the models shipped in inference/models

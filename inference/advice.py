@@ -79,13 +79,6 @@ def referral_for(
     return "routine"
 
 
-ADVICE_EN: dict[str, str] = {
-    "urgent": "Go to a health facility today. Ask for a blood test for anaemia.",
-    "blood_test": "Anaemia is possible. Get a blood test (HemoCue or laboratory) within a week.",
-    "routine": "Anaemia is unlikely now. Keep your routine check-ups.",
-    "retake": "The photo could not be judged. Take another photo in daylight.",
-}
-
 DISCLAIMER_EN = (
     "This is a screening estimate from a photo, not a diagnosis. "
     "Only a blood test can confirm anaemia."

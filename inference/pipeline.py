@@ -1,0 +1,198 @@
+"""The screening pipeline: bytes in, ScreeningResult (+ heatmap JPEG) out.
+
+decode -> segmentation -> quality gate -> crop -> regression with in-graph heatmap ->
+conformal interval -> advice. Models and cards load once per process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from . import advice, heatmap, intake, preprocess, quality
+from .errors import ErrorCode, ScreeningError
+from .modelcard import ModelCard, load_card
+from .result import ErrorInfo, Quality, ScreeningResult
+
+CUTOUT_MIN_SIDE = 24
+
+
+def make_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session for a worker process: `threads` intra-op threads, no spinning, so that
+    processes x threads <= cores does not fight over shared cores."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class _Model:
+    card: ModelCard
+    session: ort.InferenceSession
+
+    @classmethod
+    def load(cls, name: str, models_dir: Path | None, threads: int) -> _Model:
+        card = load_card(name, models_dir)
+        root = Path(models_dir) if models_dir else Path(__file__).with_name("models")
+        return cls(card, make_session(root / card.file, threads))
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        names = list(self.card.outputs.values())
+        outs = self.session.run(names, {self.card.input.name: x})
+        return dict(zip(self.card.outputs.keys(), outs, strict=True))
+
+
+class Pipeline:
+    """Both models and their cards. Build one per process with `Pipeline.shared()`."""
+
+    def __init__(self, models_dir: Path | None = None, threads: int = 1) -> None:
+        cv2.setNumThreads(1)
+        self.segmenter = _Model.load("segmentation", models_dir, threads)
+        self.regressor = _Model.load("regression", models_dir, threads)
+        if self.regressor.card.calibration is None:
+            raise ValueError("the regression model card has no conformal calibration")
+
+    @staticmethod
+    @cache
+    def shared(models_dir: Path | None = None, threads: int = 1) -> Pipeline:
+        return Pipeline(models_dir, threads)
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {
+            "segmentation": self.segmenter.card.version,
+            "regression": self.regressor.card.version,
+        }
+
+    def screen(
+        self,
+        data: bytes,
+        group: str,
+        *,
+        cutout: bool = False,
+        danger_signs: bool = False,
+        path: str | None = None,
+    ) -> tuple[ScreeningResult, bytes | None]:
+        """Screen one upload. Refusals come back as a result with `error`, never raise."""
+        advice.cutoffs_for(group)  # unknown group is a programming error: raise early
+        base = {
+            "path": path,
+            "group": group,
+            "danger_signs": danger_signs,
+            "validated_for_group": group in self.regressor.card.validated_groups,
+            "anaemia_below_g_dl": advice.cutoffs_for(group).anaemia_below,
+            "model_versions": self.model_versions,
+        }
+        timings: dict[str, float] = {}
+        try:
+            return self._screen(data, group, cutout, danger_signs, base, timings)
+        except ScreeningError as e:
+            return self._refused(base, timings, e.code.value, e.message), None
+        except Exception as e:  # a model crash must still give the person an answer
+            msg = f"the models failed on this image ({type(e).__name__})"
+            return self._refused(base, timings, ErrorCode.MODEL_FAILED.value, msg), None
+
+    @staticmethod
+    def _refused(base: dict, timings: dict, code: str, message: str) -> ScreeningResult:
+        return ScreeningResult(
+            **base,
+            ok=False,
+            referral="retake",
+            error=ErrorInfo(code=code, message=message),
+            timings_ms=timings,
+        )
+
+    def _screen(
+        self,
+        data: bytes,
+        group: str,
+        cutout: bool,
+        danger_signs: bool,
+        base: dict,
+        timings: dict[str, float],
+    ) -> tuple[ScreeningResult, bytes | None]:
+        t = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            timings[stage] = round((now - t) * 1000, 3)
+            t = now
+
+        if cutout:
+            img = intake.decode_image(data, keep_alpha=True, min_side=CUTOUT_MIN_SIDE)
+            if img.alpha is None:
+                raise ScreeningError(
+                    ErrorCode.NO_ALPHA, "--cutout needs an RGBA image with the mask in alpha"
+                )
+            mask = img.alpha.astype(np.float32) / 255.0
+            lap("decode")
+        else:
+            img = intake.decode_image(data)
+            lap("decode")
+            mask = self.segment(img.rgb)
+            lap("segmentation")
+        q = quality.assess(img.rgb, mask, cutout=cutout)
+        lap("quality")
+        # Cut-outs are research inputs: report their quality but always estimate.
+        if not q.ok and not cutout:
+            return ScreeningResult(
+                **base, ok=False, referral="retake", quality=q, timings_ms=timings
+            ), None
+
+        hb, cam, box = self.estimate(img.rgb, mask)
+        lap("regression")
+        cal = self.regressor.card.calibration
+        assert cal is not None
+        hb_r = round(hb, 1)  # HemoCue precision; classify what we show
+        i80 = (round(hb - cal.q80, 1), round(hb + cal.q80, 1))
+        i95 = (round(hb - cal.q95, 1), round(hb + cal.q95, 1))
+        result = ScreeningResult(
+            **base,
+            ok=True,
+            hb_g_dl=hb_r,
+            interval_80=i80,
+            interval_95=i95,
+            category=advice.category_for(hb_r, group),
+            referral=advice.referral_for(hb_r, i80, group, danger_signs=danger_signs),
+            quality=q,
+            timings_ms=timings,
+        )
+        jpeg = heatmap.overlay_jpeg(img.rgb, mask, cam, box)
+        lap("heatmap")
+        return result, jpeg
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        """Probability map of the conjunctiva, reduced to its plausible component."""
+        card = self.segmenter.card
+        x = preprocess.segmentation_input(rgb, card.preprocessing)
+        logits = self.segmenter.run(x)["logits"]
+        prob = preprocess.mask_from_logits(logits, rgb.shape[:2])
+        return heatmap.main_component(prob, card.threshold or 0.5)
+
+    def estimate(
+        self, rgb: np.ndarray, mask: np.ndarray
+    ) -> tuple[float, np.ndarray, tuple[int, int, int, int]]:
+        """Hb (g/dL), the heatmap at crop size, and the crop box (y0, y1, x0, x1)."""
+        box = preprocess.crop_box(mask)
+        y0, y1, x0, x1 = box
+        crop, crop_mask = rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+        x = preprocess.regression_input(crop, crop_mask, self.regressor.card.preprocessing)
+        out = self.regressor.run(x)
+        hb = float(np.asarray(out["hb"]).reshape(-1)[0])
+        cam = np.asarray(out["heatmap"], dtype=np.float32).reshape(out["heatmap"].shape[-2:])
+        cam = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        return hb, cam, box
+
+
