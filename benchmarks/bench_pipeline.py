@@ -77,32 +77,44 @@ def time_call(fn, reps: int) -> float:
 
 
 def bench_torch(pipeline: Pipeline, models_dir: Path, data: bytes, threads: int, reps: int) -> None:
+    """Each model alone: onnxruntime vs the same ONNX graph converted to PyTorch eager.
+
+    An int8 graph has no eager equivalent; its fp32 twin (`<name>.fp32.onnx`, written by
+    training with --keep-fp32) is used on both sides when present."""
     try:
         import torch
         from onnx2torch import convert
     except ImportError as e:
-        print(f"  torch eager: skipped ({e.name} not installed; pip install '.[train]' onnx2torch)")
+        print(f"  skipped ({e.name} is not installed: pip install '.[train]')")
         return
+    from inference.pipeline import make_session
+
     torch.set_num_threads(threads)
-    seg_x, reg_x = model_inputs(pipeline, data)
-    seg_t = convert(str(models_dir / pipeline.segmenter.card.file)).eval()
-    reg_t = convert(str(models_dir / pipeline.regressor.card.file)).eval()
-    ts, tr = torch.from_numpy(seg_x), torch.from_numpy(reg_x)
+    inputs = dict(zip(("segmentation", "regression"), model_inputs(pipeline, data), strict=True))
+    for name, model in (("segmentation", pipeline.segmenter), ("regression", pipeline.regressor)):
+        path = models_dir / model.card.file
+        fp32 = path.with_suffix(".fp32.onnx")
+        path = fp32 if fp32.exists() else path
+        try:
+            eager = convert(str(path)).eval()
+        except NotImplementedError as e:
+            print(f"  {name}: no eager twin ({e}); train with --keep-fp32 to compare")
+            continue
+        session = make_session(path, threads)
+        x = inputs[name]
+        feed = {model.card.input.name: x}
+        tx = torch.from_numpy(x)
 
-    def torch_models() -> None:
-        with torch.inference_mode():
-            seg_t(ts)
-            reg_t(tr)
+        def run_eager(eager=eager, tx=tx) -> None:
+            with torch.inference_mode():
+                eager(tx)
 
-    def ort_models() -> None:
-        pipeline.segmenter.run(seg_x)
-        pipeline.regressor.run(reg_x)
-
-    t_ort, t_torch = time_call(ort_models, reps), time_call(torch_models, reps)
-    print(
-        f"  both models, median: onnxruntime {t_ort:.2f} ms, torch eager {t_torch:.2f} ms "
-        f"-> onnxruntime is {t_torch / t_ort:.1f}x faster"
-    )
+        t_ort = time_call(lambda session=session, feed=feed: session.run(None, feed), reps)
+        t_torch = time_call(run_eager, reps)
+        print(
+            f"  {name} ({path.name}): onnxruntime {t_ort:.2f} ms, torch eager {t_torch:.2f} ms"
+            f" median -> onnxruntime {t_torch / t_ort:.1f}x faster"
+        )
 
 
 def main() -> None:
@@ -112,8 +124,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=40)
     args = ap.parse_args()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    for threads in (1, 2):
-        pipeline = Pipeline(args.models, threads)
+    pipelines = {threads: Pipeline(args.models, threads) for threads in (1, 2)}
+    for threads, pipeline in pipelines.items():
         print(f"== onnxruntime intra-op threads: {threads}")
         for size in SIZES:
             data = jpeg_at(args.photo, size)
@@ -122,9 +134,12 @@ def main() -> None:
                 f"{k} {statistics.median(v):.2f}/{pct(v, 95):.2f}" for k, v in stages.items()
             )
             print(f"  {size:>4} px JPEG ({len(data) // 1024} KB), ms median/p95: {parts}")
-        bench_torch(pipeline, args.models, jpeg_at(args.photo, 1280), threads, args.reps)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS: {rss:.0f} MB (at start {rss0:.0f} MB)")
+    print(f"peak RSS of the onnxruntime pipeline: {rss:.0f} MB (imports alone: {rss0:.0f} MB)")
+    print("== the same two models: onnxruntime vs PyTorch eager (model time only, 1280 px photo)")
+    for threads, pipeline in pipelines.items():
+        print(f"  threads {threads}:")
+        bench_torch(pipeline, args.models, jpeg_at(args.photo, 1280), threads, args.reps)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def _run_worker(args: argparse.Namespace) -> int:
         update={k: v for k, v in overrides.items() if v is not None}
     )
     if not settings.redis_url:
-        print("hbscreen worker: set REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr)
+        print(
+            "hbscreen worker: set REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr
+        )
         return 2
     worker_main(settings)
     return 0

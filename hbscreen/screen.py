@@ -15,9 +15,20 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
 
 CSV_FIELDS = (
-    "path", "ok", "hb_g_dl", "interval_80_low", "interval_80_high", "interval_95_low",
-    "interval_95_high", "category", "referral", "group", "validated_for_group",
-    "quality_failing", "error_code", "heatmap_path",
+    "path",
+    "ok",
+    "hb_g_dl",
+    "interval_80_low",
+    "interval_80_high",
+    "interval_95_low",
+    "interval_95_high",
+    "category",
+    "referral",
+    "group",
+    "validated_for_group",
+    "quality_failing",
+    "error_code",
+    "heatmap_path",
 )
 
 REFERRAL_EN = {
@@ -46,20 +57,26 @@ def add_screen_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", type=Path, help="photos or folders of photos")
     p.add_argument(
-        "--group", default="woman", choices=GROUPS,
+        "--group",
+        default="woman",
+        choices=GROUPS,
         help="whose cut-offs to apply (WHO 2024); default: %(default)s",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument(
-        "--cutout", action="store_true",
+        "--cutout",
+        action="store_true",
         help="inputs are conjunctiva cut-outs (RGBA, mask in alpha): skip segmentation",
     )
     p.add_argument(
-        "--danger-signs", action="store_true",
+        "--danger-signs",
+        action="store_true",
         help="the person reports danger signs (breathless at rest, fainting, ...): urgent",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("hbscreen-out"),
+        "--out",
+        type=Path,
+        default=Path("hbscreen-out"),
         help="folder for heatmaps and the batch CSV (default: %(default)s)",
     )
     p.add_argument("--no-heatmap", action="store_true", help="do not write heatmap images")
@@ -79,8 +96,10 @@ def collect_inputs(paths: Iterable[Path]) -> list[Path]:
         if p.is_dir():
             found.extend(
                 sorted(
-                    f for f in p.rglob("*")
-                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file()
+                    and f.suffix.lower() in IMAGE_SUFFIXES
                     and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 )
             )
@@ -130,7 +149,7 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
         queue = make_queue(args.queue)
         try:
             items = [(str(p), read_limited(p)) for p in inputs]
-            async for (path, outcome) in screen_via_queue(
+            async for path, outcome in screen_via_queue(
                 queue, items, args.group, cutout=args.cutout, danger_signs=args.danger_signs
             ):
                 results.append((path, outcome))
@@ -141,7 +160,10 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
     index = {str(p): i for i, p in enumerate(inputs)}
     for path, outcome in results:
         result = outcome.result or ScreeningResult(
-            path=path, group=args.group, ok=False, referral="retake",
+            path=path,
+            group=args.group,
+            ok=False,
+            referral="retake",
             error=ErrorInfo(code=outcome.status, message=f"the job ended as {outcome.status}"),
         )
         result.path = path
@@ -152,7 +174,10 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
 
 def _unreadable(args: argparse.Namespace, path: Path, e: OSError) -> ScreeningResult:
     return ScreeningResult(
-        path=str(path), group=args.group, ok=False, referral="retake",
+        path=str(path),
+        group=args.group,
+        ok=False,
+        referral="retake",
         error=ErrorInfo(code="unreadable", message=f"cannot read the file: {e.strerror}"),
     )
 
@@ -219,13 +244,20 @@ def format_text(r: ScreeningResult) -> str:
 def csv_row(r: ScreeningResult) -> dict[str, object]:
     i80, i95 = r.interval_80 or (None, None), r.interval_95 or (None, None)
     return {
-        "path": r.path, "ok": r.ok, "hb_g_dl": r.hb_g_dl,
-        "interval_80_low": i80[0], "interval_80_high": i80[1],
-        "interval_95_low": i95[0], "interval_95_high": i95[1],
-        "category": r.category, "referral": r.referral, "group": r.group,
+        "path": r.path,
+        "ok": r.ok,
+        "hb_g_dl": r.hb_g_dl,
+        "interval_80_low": i80[0],
+        "interval_80_high": i80[1],
+        "interval_95_low": i95[0],
+        "interval_95_high": i95[1],
+        "category": r.category,
+        "referral": r.referral,
+        "group": r.group,
         "validated_for_group": r.validated_for_group,
         "quality_failing": " ".join(r.quality.failing_codes) if r.quality else "",
-        "error_code": r.error.code if r.error else "", "heatmap_path": r.heatmap_path,
+        "error_code": r.error.code if r.error else "",
+        "heatmap_path": r.heatmap_path,
     }
 
 

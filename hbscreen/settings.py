@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     listen_host: str = "0.0.0.0"
     listen_port: int = 8080
-    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)  # HBSCREEN_ADMIN_IDS=1,2
+    # HBSCREEN_ADMIN_IDS=1,2: Telegram user ids allowed to see /stats
+    admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     hash_key: SecretStr | None = None  # keyed hash of chat ids; required in production
     rate_limit_per_hour: int = 20
     consent_policy_version: str = "2026-11"

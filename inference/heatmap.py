@@ -1,4 +1,4 @@
-"""Mask clean-up and the heatmap overlay that goes back to the person's phone."""
+"""The heatmap overlay that goes back to the person's phone."""
 
 from __future__ import annotations
 
@@ -8,21 +8,9 @@ import numpy as np
 OVERLAY_LONG_SIDE = 720  # reads well on a small phone screen, stays well under 150 KB
 OVERLAY_JPEG_QUALITY = 80
 CONTEXT_MARGIN = 0.6  # show this much of the photo around the conjunctiva, per side
-
-
-def main_component(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Keep the plausible conjunctiva: the largest connected region above `threshold`.
-
-    Returns the soft probabilities inside that region and zeros elsewhere, so small false
-    positives elsewhere in the frame (lips, a red finger nail) cannot move the crop.
-    """
-    binary = (prob >= threshold).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if n <= 1:
-        return np.zeros_like(prob, dtype=np.float32)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    keep = cv2.dilate((labels == largest).astype(np.uint8), np.ones((3, 3), np.uint8))
-    return (prob * keep).astype(np.float32)
+MAX_UPSCALE = 3.0  # enlarge small crops so the map is visible, but not into mush
+DIM = 0.55  # brightness of the photo outside the conjunctiva
+MAP_OPACITY = 0.55
 
 
 def _context_box(
@@ -34,43 +22,57 @@ def _context_box(
 
 
 def overlay(
-    rgb: np.ndarray, mask: np.ndarray, cam: np.ndarray, box: tuple[int, int, int, int]
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    cam: np.ndarray,
+    box: tuple[int, int, int, int],
+    long_side: int = OVERLAY_LONG_SIDE,
 ) -> np.ndarray:
-    """RGB image: the region around the conjunctiva with the positive class-activation map
-    (Grad-CAM convention: ReLU, scaled to its maximum) blended over the conjunctiva only."""
+    """RGB image of the region around the conjunctiva, at phone size, with the positive
+    class-activation map (Grad-CAM convention: ReLU, scaled to its maximum) over the
+    conjunctiva only and the rest of the photo dimmed."""
+    cy0, cy1, cx0, cx1 = _context_box(box, rgb.shape)
     y0, y1, x0, x1 = box
-    full = np.zeros(rgb.shape[:2], np.float32)
-    full[y0:y1, x0:x1] = np.maximum(cam, 0.0)
-    full *= mask
-    peak = float(full.max())
+    cam_full = np.zeros((cy1 - cy0, cx1 - cx0), np.float32)
+    cam_full[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0] = np.maximum(cam, 0.0)
+    rgb, mask = rgb[cy0:cy1, cx0:cx1], mask[cy0:cy1, cx0:cx1]
+
+    # Scale first, so the blending below costs the same for a 640 px or a 4000 px photo.
+    h, w = rgb.shape[:2]
+    scale = min(long_side / max(h, w), MAX_UPSCALE)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+    rgb = cv2.resize(rgb, size, interpolation=interp)
+    mask = np.clip(cv2.resize(mask, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+    cam_full = cv2.resize(cam_full, size, interpolation=cv2.INTER_LINEAR) * mask
+    scale = size[0] / w
+
+    peak = float(cam_full.max())
     if peak > 0:
-        full /= peak
-    colours = cv2.applyColorMap((full * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        cam_full /= peak
+    # Outside the conjunctiva's box the photo is only dimmed (cheap, 8-bit); inside it the
+    # colour map is blended in proportion to the mask.
+    out = cv2.convertScaleAbs(rgb, alpha=DIM)
+    by0, by1 = int((y0 - cy0) * scale), int(np.ceil((y1 - cy0) * scale))
+    bx0, bx1 = int((x0 - cx0) * scale), int(np.ceil((x1 - cx0) * scale))
+    m = mask[by0:by1, bx0:bx1, None]
+    colours = cv2.applyColorMap(
+        (cam_full[by0:by1, bx0:bx1] * 255).astype(np.uint8), cv2.COLORMAP_JET
+    )
     colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB).astype(np.float32)
-    alpha = (0.55 * np.clip(mask, 0, 1))[..., None]
-    base = rgb.astype(np.float32)
-    # Dim what is not conjunctiva so the eye goes to the part that was measured.
-    base = base * (0.55 + 0.45 * np.clip(mask, 0, 1))[..., None]
-    out = base * (1 - alpha) + colours * alpha
+    base = rgb[by0:by1, bx0:bx1].astype(np.float32) * (DIM + (1 - DIM) * m)
+    blend = base + (colours - base) * (MAP_OPACITY * m)
+    out[by0:by1, bx0:bx1] = np.clip(blend, 0, 255).astype(np.uint8)
     # Outline the region the model measured.
     edge = cv2.morphologyEx((mask > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3)))
     out[edge > 0] = (255, 255, 255)
-    cy0, cy1, cx0, cx1 = _context_box(box, rgb.shape)
-    return np.clip(out[cy0:cy1, cx0:cx1], 0, 255).astype(np.uint8)
+    return out
 
 
-def encode_jpeg(rgb: np.ndarray, long_side: int = OVERLAY_LONG_SIDE) -> bytes:
-    """Resize to a phone-friendly size and encode without any metadata."""
-    h, w = rgb.shape[:2]
-    scale = long_side / max(h, w)
-    if scale < 1:
-        rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    elif scale > 1.5:  # enlarge small crops so the map is visible, but not into mush
-        s = min(scale, 3.0)
-        rgb = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC)
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, OVERLAY_JPEG_QUALITY]
-    )
+def encode_jpeg(rgb: np.ndarray, quality: int = OVERLAY_JPEG_QUALITY) -> bytes:
+    """Encode without any metadata (OpenCV writes none)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()

@@ -18,9 +18,12 @@ import onnxruntime as ort
 from . import advice, heatmap, intake, preprocess, quality
 from .errors import ErrorCode, ScreeningError
 from .modelcard import ModelCard, load_card
-from .result import ErrorInfo, Quality, ScreeningResult
+from .result import ErrorInfo, ScreeningResult
 
 CUTOUT_MIN_SIDE = 24
+# Photos are screened at most this large: more pixels add decode time, not information the
+# models (256 px segmentation, small regression crops) or the quality gate can use.
+WORK_LONG_SIDE = 1280
 
 
 def make_session(path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -139,7 +142,7 @@ class Pipeline:
             mask = img.alpha.astype(np.float32) / 255.0
             lap("decode")
         else:
-            img = intake.decode_image(data)
+            img = intake.decode_image(data, max_side=WORK_LONG_SIDE)
             lap("decode")
             mask = self.segment(img.rgb)
             lap("segmentation")
@@ -158,6 +161,8 @@ class Pipeline:
         hb_r = round(hb, 1)  # HemoCue precision; classify what we show
         i80 = (round(hb - cal.q80, 1), round(hb + cal.q80, 1))
         i95 = (round(hb - cal.q95, 1), round(hb + cal.q95, 1))
+        jpeg = heatmap.overlay_jpeg(img.rgb, mask, cam, box)
+        lap("heatmap")
         result = ScreeningResult(
             **base,
             ok=True,
@@ -169,8 +174,6 @@ class Pipeline:
             quality=q,
             timings_ms=timings,
         )
-        jpeg = heatmap.overlay_jpeg(img.rgb, mask, cam, box)
-        lap("heatmap")
         return result, jpeg
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:
@@ -178,8 +181,7 @@ class Pipeline:
         card = self.segmenter.card
         x = preprocess.segmentation_input(rgb, card.preprocessing)
         logits = self.segmenter.run(x)["logits"]
-        prob = preprocess.mask_from_logits(logits, rgb.shape[:2])
-        return heatmap.main_component(prob, card.threshold or 0.5)
+        return preprocess.segmentation_mask(logits, rgb.shape[:2], card.threshold or 0.5)
 
     def estimate(
         self, rgb: np.ndarray, mask: np.ndarray
@@ -194,5 +196,3 @@ class Pipeline:
         cam = np.asarray(out["heatmap"], dtype=np.float32).reshape(out["heatmap"].shape[-2:])
         cam = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         return hb, cam, box
-
-

@@ -34,27 +34,89 @@ def mask_from_logits(logits: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(prob, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
 
 
+def main_component(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Keep the plausible conjunctiva: the largest connected region above `threshold`.
+
+    Returns the soft probabilities inside that region and zeros elsewhere, so small false
+    positives elsewhere in the frame (lips, a red finger nail) cannot move the crop.
+    """
+    binary = (prob >= threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(prob, dtype=np.float32)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    keep = cv2.dilate((labels == largest).astype(np.uint8), np.ones((3, 3), np.uint8))
+    return (prob * keep).astype(np.float32)
+
+
+def segmentation_mask(
+    logits: np.ndarray, out_hw: tuple[int, int], threshold: float = 0.5
+) -> np.ndarray:
+    """Segmentation logits -> probability map of the plausible conjunctiva at `out_hw`.
+
+    The component is chosen at the model's resolution (cheap), then upsampled: serving and the
+    segmentation evaluation both call this, so the measured IoU is the served one.
+    """
+    small = mask_from_logits(logits, tuple(np.asarray(logits).shape[-2:]))
+    keep = main_component(small, threshold)
+    return cv2.resize(keep, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def crop_box(mask: np.ndarray, margin: float = 0.08) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) around the mask's support, widened by `margin` of its size."""
-    ys, xs = np.nonzero(mask > 0.5)
-    if ys.size == 0:
+    x0, y0, bw, bh = cv2.boundingRect((mask > 0.5).astype(np.uint8))
+    if bw == 0 or bh == 0:
         raise ValueError("empty mask")
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    my, mx = int(round((y1 - y0) * margin)), int(round((x1 - x0) * margin))
+    y1, x1 = y0 + bh, x0 + bw
+    my, mx = round(bh * margin), round(bw * margin)
     h, w = mask.shape[:2]
     return max(0, y0 - my), min(h, y1 + my), max(0, x0 - mx), min(w, x1 + mx)
+
+
+def glare_mask(rgb: np.ndarray) -> np.ndarray:
+    """Specular glare: bright, nearly colourless pixels (bool HxW). Glare carries the light's
+    colour, not the tissue's, so the colour-based regressor ignores it."""
+    f = rgb.astype(np.float32)
+    mx, mn = f.max(axis=2), f.min(axis=2)
+    return (mx >= 235.0) & (mn >= 0.80 * mx)
+
+
+def _colour_channels(rgb: np.ndarray, colour: str) -> tuple[np.ndarray, int | None]:
+    """uint8 RGB -> float32 HxWx3 in the card's colour space, and the index of its lightness
+    channel (None for rgb). "lab": CIELAB (L* 0-100, a*, b*); "logchroma": log(R/G),
+    log(B/G) and mean log intensity, which are invariant to a change of exposure."""
+    if colour == "rgb":
+        return rgb.astype(np.float32), None
+    if colour == "lab":
+        return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab), 0
+    if colour == "logchroma":
+        lr, lg, lb = np.moveaxis(np.log(rgb.astype(np.float32) + 1.0), 2, 0)
+        return np.stack([lr - lg, lb - lg, (lr + lg + lb) / 3.0], axis=2), 2
+    raise ValueError(f"unknown colour space {colour!r} in the model card")
 
 
 def regression_input(rgb: np.ndarray, mask: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """uint8 HxWx3 crop + float mask in [0, 1] -> float32 1xCxHxW tensor for the regressor.
 
     Pixels outside the mask are zeroed after normalisation. Model-specific colour handling is
-    switched on by keys in the card's preprocessing (see training/ for what each one does).
+    switched on by keys in the card's preprocessing:
+    - colour: "rgb" (default), "lab" or "logchroma" (see _colour_channels);
+    - glare_exclude: drop specular glare from the mask;
+    - lightness_norm: subtract the mask-weighted mean of the lightness channel, so a darker
+      or brighter exposure (phone, light) does not move the estimate; chroma stays absolute;
+    - mask_channel: append the (resized, glare-free) mask as a last channel.
     """
     h, w = pre.size
     small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     m = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    x = _normalise(small, pre) * m[..., None]
+    m = np.clip(m, 0.0, 1.0)
+    if getattr(pre, "glare_exclude", False):
+        m = m * ~glare_mask(small)
+    x, light = _colour_channels(small, pre.colour)
+    if getattr(pre, "lightness_norm", False) and light is not None and m.sum() > 0:
+        x[..., light] -= float((x[..., light] * m).sum() / m.sum())
+    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    x = x * m[..., None]
     chans = [x.transpose(2, 0, 1)]
     if getattr(pre, "mask_channel", False):
         chans.append(m[None])

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.modelcard import MODELS_DIR
 from inference.pipeline import Pipeline
 from tests.tiny_models import build_tiny_models
 
@@ -43,8 +42,13 @@ def synthetic_photo(h: int = 720, w: int = 960) -> np.ndarray:
     img += rng.normal(0, 6, img.shape)
     for _ in range(40):  # vessels give the blur check real edges
         x0, y0 = rng.integers(w // 4, 3 * w // 4), rng.integers(int(h * 0.42), int(h * 0.68))
-        cv2.line(img, (int(x0), int(y0)), (int(x0 + rng.integers(-60, 60)), int(y0 + 15)),
-                 (150, 30, 45), 2)
+        cv2.line(
+            img,
+            (int(x0), int(y0)),
+            (int(x0 + rng.integers(-60, 60)), int(y0 + 15)),
+            (150, 30, 45),
+            2,
+        )
     img[~band] = np.clip(img[~band], 0, 255)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -117,14 +121,13 @@ def test_cutout_mode_takes_the_mask_from_alpha(tiny):
     rgba[..., 3] = alpha
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, "PNG")
-    result, heatmap = tiny.screen(buf.getvalue(), "child-24-59m", cutout=True)
+    result, _heatmap = tiny.screen(buf.getvalue(), "child-24-59m", cutout=True)
     assert result.ok and "segmentation" not in result.timings_ms
     assert result.validated_for_group is True
     no_alpha, _ = tiny.screen(jpeg(synthetic_photo()), "woman", cutout=True)
     assert no_alpha.error.code == "no_alpha"
 
 
-@pytest.mark.skipif(not (MODELS_DIR / "regression.json").exists(), reason="models not trained")
 def test_shipped_models_screen_the_example_photo(shipped):
     result, heatmap = shipped.screen(EXAMPLE.read_bytes(), "pregnant-2", path=str(EXAMPLE))
     assert result.ok, (result.error, result.quality)

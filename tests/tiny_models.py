@@ -65,7 +65,10 @@ def _regression(path: Path) -> None:
         helper.make_node("Add", ["zs", "mean"], ["hb"]),
         helper.make_node("Conv", ["feat", "wh_conv"], ["cam_small"]),
         helper.make_node(
-            "Resize", ["cam_small", "", "", "sizes"], ["heatmap"], mode="linear",
+            "Resize",
+            ["cam_small", "", "", "sizes"],
+            ["heatmap"],
+            mode="linear",
             coordinate_transformation_mode="half_pixel",
         ),
     ]
@@ -104,11 +107,19 @@ def build_tiny_models(root: Path) -> Path:
     _regression(root / "regression.onnx")
     cards = {
         "segmentation": _card(
-            "segmentation", "segmentation", SEG_SIZE, "image", {"logits": "logits"},
+            "segmentation",
+            "segmentation",
+            SEG_SIZE,
+            "image",
+            {"logits": "logits"},
             threshold=0.5,
         ),
         "regression": _card(
-            "regression", "regression", REG_SIZE, "crop", {"hb": "hb", "heatmap": "heatmap"},
+            "regression",
+            "regression",
+            REG_SIZE,
+            "crop",
+            {"hb": "hb", "heatmap": "heatmap"},
             calibration={"q80": 1.5, "q95": 2.6, "n_calibration": 100},
             validated_groups=["child-6-23m", "child-24-59m"],
         ),

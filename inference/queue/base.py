@@ -2,16 +2,25 @@
 
 Data flows one way: submit (bot/CLI) -> worker -> outcome (bot/CLI). The image blob travels
 beside the job, never inside the result.
+
+Two sides:
+- `JobQueue`, the submitter's side (bot, batch CLI): submit, cancel, outcomes, delivery claim.
+- `JobSource`, the worker's side: take jobs, finish them, retry or hand them back. The worker
+  loop in `inference.worker` runs against either implementation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from ..result import ScreeningResult
+from ..errors import ErrorCode
+from ..result import ErrorInfo, ScreeningResult
 
 OutcomeStatus = Literal["done", "dead", "expired", "cancelled"]
 
@@ -43,6 +52,18 @@ class JobOutcome(BaseModel):
     heatmap_jpeg: bytes | None = None
 
 
+def failed_result(job: Job, message: str) -> ScreeningResult:
+    """The answer a person gets when their photo could not be processed after every try."""
+    return ScreeningResult(
+        job_id=job.id,
+        group=job.group,
+        danger_signs=job.danger_signs,
+        ok=False,
+        referral="retake",
+        error=ErrorInfo(code=ErrorCode.MODEL_FAILED.value, message=message),
+    )
+
+
 @runtime_checkable
 class JobQueue(Protocol):
     async def submit(self, image: bytes, job: Job) -> str:
@@ -55,7 +76,11 @@ class JobQueue(Protocol):
         """Await one job's outcome (batch CLI). Raises TimeoutError."""
 
     def outcomes(self) -> AsyncIterator[JobOutcome]:
-        """Stream outcomes of all jobs for the submitting service (the bot)."""
+        """Stream outcomes of all jobs for the submitting service (the bot).
+
+        Use either `outcomes()` or `wait()` on one queue object, not both. An outcome is
+        acknowledged when the consumer asks for the next one, so after a crash of the
+        submitter it may come again: guard the delivery with `claim_delivery`."""
 
     async def claim_delivery(self, job_id: str) -> bool:
         """True exactly once per job: makes delivery to the chat idempotent."""
@@ -64,3 +89,99 @@ class JobQueue(Protocol):
         """Jobs waiting or in flight."""
 
     async def close(self) -> None: ...
+
+
+@dataclass
+class Delivery:
+    """One job handed to a worker; `handle` is the implementation's token (a stream entry id)."""
+
+    job: Job
+    image: bytes
+    handle: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+# What `JobSource.take` did with a job it did not hand out (for metrics).
+Skipped = Literal["dead", "expired", "cancelled", "gone"]
+
+
+@runtime_checkable
+class JobSource(Protocol):
+    """The worker's side of a queue."""
+
+    max_tries: int
+
+    async def take(
+        self, consumer: str, n: int, block_s: float
+    ) -> tuple[list[Delivery], list[Skipped]]:
+        """Up to n jobs to process (new, or reclaimed from a dead worker), waiting at most
+        block_s; also what was settled without processing (expired, dead after N tries...)."""
+
+    async def finish(
+        self,
+        d: Delivery,
+        status: OutcomeStatus,
+        result: ScreeningResult | None,
+        heatmap_jpeg: bytes | None = None,
+        reason: str = "",
+    ) -> str:
+        """Publish the outcome unless the job was cancelled, expired or already finished;
+        returns what happened ("done", "dead", "expired", or the earlier final state)."""
+
+    async def retry(self, d: Delivery) -> str:
+        """Put a failed job back at the end of the queue (its try is counted)."""
+
+    async def release(self, d: Delivery) -> str:
+        """Hand a job back on shutdown without counting the try."""
+
+    async def keep_alive(self, consumer: str, ds: list[Delivery]) -> None:
+        """Tell the queue these jobs are still being worked on (not stalled)."""
+
+    async def housekeeping(self, consumer: str, info: dict[str, object]) -> None:
+        """Heartbeat, expire jobs past their deadline; cheap, called about once a second."""
+
+    async def depth(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class OutcomeWaiters:
+    """`wait(job_id)` on top of `outcomes()`: one background reader hands each outcome to its
+    waiter, or keeps it (bounded) until someone waits for it. For batch submitters."""
+
+    _waiters: dict[str, asyncio.Future[JobOutcome]]
+    _early: dict[str, JobOutcome]
+    _pump: asyncio.Task[None] | None
+
+    def outcomes(self) -> AsyncIterator[JobOutcome]:
+        raise NotImplementedError
+
+    def _init_waiters(self) -> None:
+        self._waiters, self._early, self._pump = {}, {}, None
+
+    async def wait(self, job_id: str, timeout: float) -> JobOutcome:
+        if job_id in self._early:
+            return self._early.pop(job_id)
+        fut: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
+        self._waiters[job_id] = fut
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run_pump())
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.pop(job_id, None)
+
+    async def _run_pump(self) -> None:
+        async for o in self.outcomes():
+            fut = self._waiters.get(o.job.id)
+            if fut is not None and not fut.done():
+                fut.set_result(o)
+            elif len(self._early) < 100_000:
+                self._early[o.job.id] = o
+
+    async def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump
+            self._pump = None

@@ -1,0 +1,161 @@
+"""Build the bot (python-telegram-bot v22) and run it: polling for development, a webhook on an
+aiohttp server for production (see webhook.py). `hbscreen bot` calls `run_bot`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults
+
+from hbscreen.settings import Settings, get_settings
+from inference.queue.base import JobQueue
+
+from .conversation import register_handlers
+from .delivery import run_delivery
+from .handlers.flow import set_default_commands
+from .persistence import StorePersistence
+from .reminders import send_due_reminders
+from .services import SERVICES, Services, hash_secret
+from .storage import KeyRing, Store, make_store
+
+log = logging.getLogger(__name__)
+
+DELIVERY_TASK = "hbscreen_delivery_task"
+OWNS_STORE = "hbscreen_owns_store"
+
+
+def quiet_loggers() -> None:
+    """httpx logs every request URL at INFO, and Bot API URLs contain the token."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: already running"
+
+
+def build_application(
+    settings: Settings, queue: JobQueue, *, store: Store | None = None
+) -> Application:
+    """The configured Application; the caller runs it (run_bot, or a test's serve_polling)."""
+    quiet_loggers()
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    owns_store = store is None
+    store = store or make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:")
+    keyring = KeyRing(hash_secret(settings))
+    application = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(settings.telegram_api_base_url)
+        .base_file_url(settings.telegram_file_base_url)
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .persistence(StorePersistence(store))
+        .defaults(Defaults(parse_mode=ParseMode.HTML))
+        .post_init(_post_init)
+        .post_stop(_post_stop)
+        .post_shutdown(_post_shutdown)
+        .build()
+    )
+    application.bot_data[SERVICES] = Services(settings, queue, store, keyring)
+    application.bot_data[OWNS_STORE] = owns_store
+    register_handlers(application, keyring)
+    return application
+
+
+async def _post_init(application: Application) -> None:
+    svc: Services = application.bot_data[SERVICES]
+    await set_default_commands(application.bot, svc.settings.admin_ids)
+    application.bot_data[DELIVERY_TASK] = asyncio.create_task(
+        run_delivery(application), name="hbscreen-delivery"
+    )
+    if application.job_queue is not None:
+        application.job_queue.run_repeating(
+            send_due_reminders,
+            interval=svc.settings.reminder_check_s,
+            first=1.0,
+            name="reminders",
+        )
+
+
+async def _post_stop(application: Application) -> None:
+    task: asyncio.Task | None = application.bot_data.pop(DELIVERY_TASK, None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def _post_shutdown(application: Application) -> None:
+    await _post_stop(application)
+    if application.bot_data.get(OWNS_STORE):
+        await application.bot_data[SERVICES].store.close()
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM): polling without HBSCREEN_WEBHOOK_URL, a
+    webhook with it; /healthz, /readyz and /metrics are served in both modes."""
+    from inference.queue.factory import make_queue
+
+    from .webhook import make_web_app
+
+    if stop is None:  # run_bot: stop on SIGINT/SIGTERM
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+    queue = make_queue(settings.redis_url, submitter="bot", settings=settings)
+    application = build_application(settings, queue)
+    webhook = bool(settings.webhook_url)
+    if webhook and settings.webhook_secret is None:
+        raise ValueError("HBSCREEN_WEBHOOK_SECRET must be set with HBSCREEN_WEBHOOK_URL")
+    from aiohttp import web
+
+    runner = web.AppRunner(make_web_app(application, settings, webhook=webhook), access_log=None)
+    await application.initialize()
+    try:
+        await _post_init(application)
+        await application.start()
+        # Listen before telling Telegram where to deliver, so no first update is refused.
+        await runner.setup()
+        await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
+        if webhook:
+            await application.bot.set_webhook(
+                settings.webhook_url,
+                secret_token=settings.webhook_secret.get_secret_value(),
+                allowed_updates=Update.ALL_TYPES,
+            )
+        else:
+            await application.bot.delete_webhook()
+            await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        log.info(
+            "bot running (%s); health on %s:%s",
+            "webhook" if webhook else "polling",
+            settings.listen_host,
+            settings.listen_port,
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        if application.updater and application.updater.running:
+            await application.updater.stop()
+        if application.running:
+            await application.stop()
+        await _post_stop(application)
+        await application.shutdown()
+        await _post_shutdown(application)
+        await queue.close()
+
+
+def run_bot(settings: Settings | None = None) -> None:
+    """Entry point for `hbscreen bot`."""
+    settings = settings or get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    quiet_loggers()
+    asyncio.run(serve(settings))

@@ -1,0 +1,113 @@
+"""Kind answers to what the bot cannot use, group chats, and the error handler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from telegram import Update
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes
+
+from .. import metrics
+from ..i18n import t
+from ..services import load_person
+
+log = logging.getLogger(__name__)
+
+
+async def in_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Health data does not belong in a group chat: point to a private chat."""
+    user = update.effective_user
+    from ..i18n import pick_language
+
+    lang = pick_language(user.language_code if user else None)
+    link = f"https://t.me/{context.bot.username}"
+    await update.effective_message.reply_text(
+        t(lang, "For your privacy, please talk to me in a private chat: {link}", link=link)
+    )
+
+
+async def video(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    person = await load_person(update, context)
+    await update.effective_message.reply_text(
+        t(person.lang, "Videos cannot be checked. Please send a photo.")
+    )
+
+
+async def sticker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    person = await load_person(update, context)
+    await update.effective_message.reply_text(
+        t(person.lang, "Nice sticker! To check for anaemia, please send a photo of the eyelid.")
+    )
+
+
+async def voice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    person = await load_person(update, context)
+    await update.effective_message.reply_text(
+        t(person.lang, "I cannot listen to voice messages. Please use the buttons or type.")
+    )
+
+
+async def other_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    person = await load_person(update, context)
+    await update.effective_message.reply_text(
+        t(person.lang, "This file is not a photo. Please send a photo (JPG or PNG).")
+    )
+
+
+async def other_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    person = await load_person(update, context)
+    await update.effective_message.reply_text(
+        t(person.lang, "I cannot use this. Please send a photo or use the buttons.")
+    )
+
+
+async def outside_conversation(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Text or a photo when no screening is going on."""
+    person = await load_person(update, context)
+    await update.effective_message.reply_text(
+        t(person.lang, "Send /start to begin a screening. Send /help for help.")
+    )
+
+
+async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    person = await load_person(update, context)
+    with contextlib.suppress(TelegramError):
+        await update.callback_query.answer(
+            t(person.lang, "This button is old. Send /start to begin again.")
+        )
+
+
+async def count_update(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    metrics.UPDATES.inc()
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log the error without the update (it holds chat content), and say sorry."""
+    metrics.ERRORS.inc()
+    err = context.error
+    log.error(
+        "error while handling an update: %s",
+        type(err).__name__,
+        exc_info=(type(err), err, err.__traceback__) if err else None,
+    )
+    if (
+        isinstance(update, Update)
+        and update.effective_chat
+        and update.effective_chat.type == "private"
+    ):
+        try:
+            person = await load_person(update, context)
+            await update.effective_chat.send_message(
+                t(person.lang, "Sorry, something went wrong. Please try again, or send /start.")
+            )
+        except Exception:  # the error handler must never raise
+            pass
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    person = await load_person(update, context)
+    await update.effective_message.reply_text(
+        t(person.lang, "I do not know this command. Send /help to see what I can do.")
+    )

@@ -1,0 +1,162 @@
+"""Photo intake: cheap checks, the rate limit, download to memory, a job on the queue.
+
+The bytes never touch the disk: `download_as_bytearray` keeps them in memory, the queue holds
+them until the job ends. The job carries only a random ticket; the ticket (in the Store, with a
+TTL) says where to deliver, with the chat id sealed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from pathlib import PurePath
+
+from telegram import Document, PhotoSize, Update
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes
+
+from inference.queue.base import Job, QueueBusy
+
+from .. import metrics
+from ..i18n import t
+from ..services import MAX_UPLOAD_BYTES, Person, load_person, now, services
+from .flow import PHOTO, advance
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
+
+
+def is_image_document(doc: Document) -> bool:
+    mime = (doc.mime_type or "").lower()
+    ext = PurePath(doc.file_name or "").suffix.lower()
+    if mime.startswith("image/"):
+        return mime not in ("image/gif", "image/svg+xml")
+    return (not mime or mime == "application/octet-stream") and ext in IMAGE_EXTENSIONS
+
+
+async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+    """A photo or a document in the PHOTO state."""
+    person = await load_person(update, context)
+    p = person.profile
+    if not p.get("group") or p.get("danger") is None:
+        return await advance(update, context, person)
+    msg = update.effective_message
+    lang = person.lang
+    media: PhotoSize | Document
+    if msg.photo:
+        media = msg.photo[-1]  # the largest size
+    else:
+        media = msg.document
+        if not is_image_document(media):
+            metrics.PHOTOS.labels("wrong_type").inc()
+            await msg.reply_text(
+                do_quote=True,
+                text=t(lang, "This file is not a photo. Please send a photo (JPG or PNG)."),
+            )
+            return PHOTO
+    if media.file_size and media.file_size > MAX_UPLOAD_BYTES:
+        metrics.PHOTOS.labels("too_large").inc()
+        await msg.reply_text(
+            do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
+        )
+        return PHOTO
+    svc = services(context)
+    if not await svc.store.hit_rate(person.h, svc.settings.rate_limit_per_hour):
+        metrics.PHOTOS.labels("rate_limited").inc()
+        await msg.reply_text(
+            do_quote=True,
+            text=t(
+                lang,
+                "You sent many photos in the last hour. Please wait a while, then try again. "
+                "This keeps the service fair for everyone.",
+            ),
+        )
+        return PHOTO
+    await _chat_action(update)
+    try:
+        tg_file = await media.get_file()
+        data = bytes(await tg_file.download_as_bytearray())
+    except TelegramError as e:
+        log.info("photo download failed: %s", type(e).__name__)
+        metrics.PHOTOS.labels("download_failed").inc()
+        await msg.reply_text(
+            do_quote=True, text=t(lang, "I could not get this photo. Please send it again.")
+        )
+        return PHOTO
+    if len(data) > MAX_UPLOAD_BYTES:
+        metrics.PHOTOS.labels("too_large").inc()
+        await msg.reply_text(
+            do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
+        )
+        return PHOTO
+    await submit(update, context, person, data)
+    return PHOTO
+
+
+async def _chat_action(update: Update) -> None:
+    with contextlib.suppress(TelegramError):
+        await update.effective_chat.send_action(ChatAction.UPLOAD_PHOTO)
+
+
+async def submit(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, person: Person, data: bytes
+) -> None:
+    """Queue one photo and leave a status message that delivery edits later."""
+    svc = services(context)
+    p, lang = person.profile, person.lang
+    depth = await svc.queue.depth()
+    if depth >= 3:
+        text = t(lang, "Photo received. Other photos are waiting before yours. Please wait.")
+    else:
+        text = t(lang, "Photo received. Checking it now. This takes a few seconds.")
+    status = await update.effective_message.reply_text(text, do_quote=True)
+    ticket = secrets.token_urlsafe(12)
+    ttl = int(svc.settings.job_deadline_s) + 600
+    route = {
+        "chat": svc.keyring.seal(person.chat_id),
+        "lang": lang,
+        "status": status.message_id,
+        "label": p.get("label") or "",
+        "campaign": p.get("campaign") or "",
+        "mode": p.get("mode") or "self",
+        "sent_at": now(),
+    }
+    await svc.store.put_ticket(ticket, person.h, route, ttl)
+    job = Job(group=p["group"], danger_signs=bool(p.get("danger")), reply_to={"ticket": ticket})
+    try:
+        job_id = await svc.queue.submit(data, job)
+    except QueueBusy:
+        await svc.store.pop_ticket(ticket)
+        metrics.PHOTOS.labels("busy").inc()
+        await _edit(
+            context,
+            person.chat_id,
+            status.message_id,
+            t(lang, "Many people are using the service now. Please try again in a few minutes."),
+        )
+        return
+    metrics.PHOTOS.labels("accepted").inc()
+    await svc.store.update_ticket(ticket, job_id=job_id)
+    if context.job_queue is not None and svc.settings.status_update_s > 0:
+        context.job_queue.run_once(
+            still_working, svc.settings.status_update_s, data=ticket, name=f"status-{ticket}"
+        )
+
+
+async def _edit(context: ContextTypes.DEFAULT_TYPE, chat_id: int, message_id: int, text: str):
+    with contextlib.suppress(TelegramError):
+        await context.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
+
+
+async def still_working(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Edit the status message while the job is still in flight."""
+    svc = services(context)
+    route = await svc.store.get_ticket(context.job.data)
+    if not route:
+        return
+    chat_id = svc.keyring.open(route["chat"])
+    text = t(route["lang"], "Still checking. Please wait a little more.")
+    await _edit(context, chat_id, route["status"], text)

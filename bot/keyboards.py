@@ -1,0 +1,87 @@
+"""Inline keyboards. Callback data is "<kind>:<value>", short and free of personal data."""
+
+from __future__ import annotations
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from .i18n import LANGUAGES, language_name, t
+
+
+def _kb(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
+    )
+
+
+def languages() -> InlineKeyboardMarkup:
+    return _kb(*[[(language_name(lang), f"lang:{lang}")] for lang in LANGUAGES])
+
+
+def consent(lang: str) -> InlineKeyboardMarkup:
+    return _kb([(t(lang, "Yes, I agree"), "consent:yes"), (t(lang, "No"), "consent:no")])
+
+
+def who(lang: str) -> InlineKeyboardMarkup:
+    return _kb(
+        [(t(lang, "Me"), "who:me"), (t(lang, "Someone else"), "who:other")],
+        [(t(lang, "I am a health worker"), "who:worker")],
+    )
+
+
+def patient_consent(lang: str) -> InlineKeyboardMarkup:
+    return _kb([(t(lang, "Yes, they agree"), "pc:yes"), (t(lang, "No"), "pc:no")])
+
+
+def group(lang: str) -> InlineKeyboardMarkup:
+    return _kb(
+        [(t(lang, "Pregnant woman"), "grp:pregnant")],
+        [(t(lang, "Child (under 15 years)"), "grp:child")],
+        [(t(lang, "Woman, not pregnant"), "grp:woman")],
+        [(t(lang, "Man (15 years or older)"), "grp:man")],
+    )
+
+
+def trimester(lang: str) -> InlineKeyboardMarkup:
+    return _kb(
+        [(t(lang, "Months 1 to 3"), "grp:pregnant-1")],
+        [(t(lang, "Months 4 to 6"), "grp:pregnant-2")],
+        [(t(lang, "Months 7 to 9"), "grp:pregnant-3")],
+    )
+
+
+def child_age(lang: str) -> InlineKeyboardMarkup:
+    return _kb(
+        [(t(lang, "Younger than 6 months"), "grp:baby")],
+        [(t(lang, "6 to 23 months"), "grp:child-6-23m")],
+        [(t(lang, "2 to 4 years"), "grp:child-24-59m")],
+        [(t(lang, "5 to 11 years"), "grp:child-5-11y")],
+        [(t(lang, "12 to 14 years"), "grp:child-12-14y")],
+    )
+
+
+def danger(lang: str) -> InlineKeyboardMarkup:
+    return _kb([(t(lang, "Yes, one or more"), "danger:yes"), (t(lang, "No"), "danger:no")])
+
+
+def after_result(lang: str, worker: bool) -> InlineKeyboardMarkup:
+    other = t(lang, "Next patient") if worker else t(lang, "Screen someone else")
+    return _kb(
+        [(t(lang, "Screen the other eye"), "after:eye")],
+        [(other, "after:other")],
+        [(t(lang, "Done"), "after:done")],
+    )
+
+
+def reminder(lang: str, weeks: int) -> InlineKeyboardMarkup:
+    return _kb(
+        [
+            (t(lang, "Yes, remind me"), f"remind:yes:{weeks}"),
+            (t(lang, "No, thank you"), "remind:no"),
+        ]
+    )
+
+
+def delete_confirm(lang: str) -> InlineKeyboardMarkup:
+    return _kb(
+        [(t(lang, "Yes, delete everything"), "del:yes")], [(t(lang, "No, keep it"), "del:no")]
+    )

@@ -1,0 +1,51 @@
+"""Opt-in reminders to screen again in N weeks.
+
+The due time lives in the Store (so reminders survive restarts); a repeating JobQueue job
+sends the due ones. /stop and /delete cancel them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram.error import Forbidden, TelegramError
+from telegram.ext import ContextTypes
+
+from .i18n import t
+from .services import Person, now, save, services
+
+log = logging.getLogger(__name__)
+
+WEEK_S = 7 * 24 * 3600
+
+
+async def schedule_reminder(context: ContextTypes.DEFAULT_TYPE, person: Person, weeks: int) -> None:
+    svc = services(context)
+    due = now() + weeks * WEEK_S
+    await save(context, person, reminder_due=due, reminder_chat=svc.keyring.seal(person.chat_id))
+    await svc.store.set_reminder(person.h, due)
+
+
+async def send_due_reminders(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """JobQueue callback: send every reminder that is due, once."""
+    svc = services(context)
+    for h in await svc.store.due_reminders(now()):
+        profile = await svc.store.get_profile(h)
+        sealed = profile.get("reminder_chat")
+        await svc.store.clear_profile_fields(h, "reminder_due", "reminder_chat")
+        if not sealed:
+            continue
+        lang = profile.get("lang") or "en"
+        try:
+            await context.bot.send_message(
+                svc.keyring.open(sealed),
+                t(
+                    lang,
+                    "Hello. It is time to check for anaemia again. Send /start to begin. "
+                    "Send /stop to get no more reminders.",
+                ),
+            )
+        except Forbidden:
+            log.info("a reminder could not be sent: the person blocked the bot")
+        except TelegramError as e:
+            log.warning("a reminder could not be sent: %s", type(e).__name__)

@@ -1,0 +1,168 @@
+"""Helpers for the bot's end-to-end tests: settings against the stand-in, a running bot, a real
+worker on the Redis queue, synthetic eyelid photos, and a user who taps by callback data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bot.app import build_application
+from bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
+from bot.storage import make_store
+from hbscreen.settings import Settings
+from inference.queue.factory import make_queue
+
+HASH_KEY = "test-hash-key-not-a-secret"
+
+
+def bot_settings(standin: BotAPIStandIn, redis_url: str | None, **overrides) -> Settings:
+    values = {
+        "telegram_bot_token": standin.token,
+        "telegram_api_base_url": standin.base_url,
+        "telegram_file_base_url": standin.base_file_url,
+        "hash_key": HASH_KEY,
+        "redis_url": redis_url,
+        "admin_ids": [900],
+        "status_update_s": 30.0,
+        "reminder_check_s": 0.2,
+        "job_deadline_s": 60.0,
+        "models_dir": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(settings: Settings) -> AsyncIterator[dict]:
+    """The bot as `hbscreen bot` builds it (queue as the "bot" submitter, store from
+    REDIS_URL), polling the stand-in; yields {"app", "queue", "store"}."""
+    queue = make_queue(settings.redis_url, submitter="bot", settings=settings, start_workers=False)
+    store = make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:")
+    app = build_application(settings, queue, store=store)
+    try:
+        async with serve_polling(app, poll_timeout=1.0):
+            yield {"app": app, "queue": queue, "store": store}
+    finally:
+        await queue.close()
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def real_worker(settings: Settings, models_dir: Path | None) -> AsyncIterator[None]:
+    """A worker with the real pipeline (ONNX models from models_dir) on the Redis queue, in
+    this event loop (the models run in its thread pool)."""
+    from inference.worker import pipeline_process, serve
+
+    if os.environ.get("HBSCREEN_TEST_FAKE_PIPELINE"):  # bot development only, never in CI
+        process = _fake_process
+    else:
+        process = await asyncio.get_running_loop().run_in_executor(
+            None, pipeline_process, models_dir, 1
+        )
+    queue = make_queue(settings.redis_url, submitter="worker", settings=settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(queue, process, stop=stop, consumer="test-worker", grace_s=2))
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await queue.close()
+
+
+def _fake_process(image: bytes, job):
+    from tests.redis_server import fake_result
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(buf, "JPEG")
+    result = fake_result(job)
+    result.interval_80, result.interval_95, result.category = (10.5, 12.5), (9.5, 13.5), "none"
+    result.danger_signs = job.danger_signs
+    result.validated_for_group = job.group in ("child-6-23m", "child-24-59m")
+    result.referral = "urgent" if job.danger_signs else "routine"
+    return result, buf.getvalue()
+
+
+def synthetic_photo(h: int = 720, w: int = 960, brightness: float = 1.0) -> bytes:
+    """A skin-coloured frame with a textured red conjunctiva band, as JPEG bytes."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (196, 150, 122)
+    yy, xx = np.mgrid[0:h, 0:w]
+    band = ((xx - w / 2) / (w * 0.28)) ** 2 + ((yy - h * 0.55) / (h * 0.16)) ** 2 < 1
+    img[band] = (205, 70, 80)
+    img += rng.normal(0, 6, img.shape)
+    for _ in range(40):
+        x0, y0 = rng.integers(w // 4, 3 * w // 4), rng.integers(int(h * 0.42), int(h * 0.68))
+        end = (int(x0 + rng.integers(-60, 60)), int(y0 + 15))
+        cv2.line(img, (int(x0), int(y0)), end, (150, 30, 45), 2)
+    img = np.clip(img * brightness, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def buttons_of(message: ChatMessage) -> list[str]:
+    return [b.get("callback_data", "") for b in message.buttons]
+
+
+async def tap(user: SimulatedUser, data: str, timeout: float = 15.0) -> ChatMessage:
+    """Wait for the next message offering the button with this callback data, and tap it."""
+    msg = await user.wait_for(lambda m: data in buttons_of(m), timeout, f"button {data}")
+    await user.tap_button(data, message=msg)
+    return msg
+
+
+async def press(user: SimulatedUser, data: str) -> None:
+    """Tap the button with this callback data on the newest message that has it, now."""
+    await user.tap_button(data)
+
+
+GROUP_TAPS = {
+    "pregnant-1": ["grp:pregnant", "grp:pregnant-1"],
+    "pregnant-2": ["grp:pregnant", "grp:pregnant-2"],
+    "pregnant-3": ["grp:pregnant", "grp:pregnant-3"],
+    "child-6-23m": ["grp:child", "grp:child-6-23m"],
+    "child-24-59m": ["grp:child", "grp:child-24-59m"],
+    "child-5-11y": ["grp:child", "grp:child-5-11y"],
+    "child-12-14y": ["grp:child", "grp:child-12-14y"],
+    "woman": ["grp:woman"],
+    "man": ["grp:man"],
+}
+
+
+async def choose_group(user: SimulatedUser, group: str, *, danger: bool = False) -> ChatMessage:
+    """Answer the group and danger questions; returns the photo guide message."""
+    for data in GROUP_TAPS[group]:
+        await tap(user, data)
+    await tap(user, "danger:yes" if danger else "danger:no")
+    return await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
+
+
+async def self_screening_until_photo(
+    user: SimulatedUser,
+    lang: str,
+    group: str,
+    *,
+    campaign: str | None = None,
+    who: str = "me",
+    danger: bool = False,
+) -> ChatMessage:
+    """/start -> language -> consent -> who -> group -> danger -> the photo guide."""
+    await user.send_command("/start", campaign)
+    await tap(user, f"lang:{lang}")
+    await tap(user, "consent:yes")
+    await tap(user, f"who:{who}")
+    if who == "other":
+        await tap(user, "pc:yes")
+    return await choose_group(user, group, danger=danger)

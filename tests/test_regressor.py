@@ -1,0 +1,107 @@
+"""The Hb regressor: inputs come from inference's preprocessing, the ONNX graph matches torch,
+the heatmap decomposes the prediction, and the colour normalisations behave as documented."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from inference.preprocess import regression_input  # noqa: E402
+from training.export import INPUT_NAME, check_onnx, export_onnx  # noqa: E402
+from training.regressor import (  # noqa: E402
+    RegressorConfig,
+    build_inputs,
+    cutout_crop,
+    masked_colour_stats,
+    renormalise,
+    train_regressor,
+)
+
+from .test_cpanemic import fake_cutout  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[list[np.ndarray], np.ndarray]:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    hb = rng.uniform(7, 14, 60)
+    return [fake_cutout(rng, h) for h in hb], hb
+
+
+def _fit(data, **kw):
+    rgbas, hb = data
+    cfg = RegressorConfig(centres=16, **kw)
+    raw = build_inputs(rgbas, cfg)
+    cfg.mean, cfg.std = masked_colour_stats(raw)
+    x = build_inputs(rgbas, cfg)
+    return train_regressor(x, hb, cfg, seed=0), x, raw
+
+
+def test_cached_renormalisation_equals_regression_input(data) -> None:
+    model, x, raw = _fit(data)
+    assert np.abs(renormalise(raw, model.cfg.mean, model.cfg.std) - x).max() < 1e-4
+    rgb, mask = cutout_crop(data[0][0])
+    direct = regression_input(rgb, mask, model.cfg.preprocessing())
+    assert np.array_equal(direct, x[:1])
+
+
+def test_learns_the_colour_signal_and_exports(data, tmp_path: Path) -> None:
+    model, x, _ = _fit(data)
+    pred = model.predict(x)
+    assert np.corrcoef(pred, data[1])[0, 1] > 0.8
+    path = tmp_path / "r.onnx"
+    export_onnx(model, path)
+    assert check_onnx(model, path, x[:8]) < 1e-4
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    hb, cam = sess.run(["hb", "heatmap"], {INPUT_NAME: x[:1]})
+    assert hb.shape in ((1,), (1, 1))
+    assert cam.shape == (1, 1, *model.cfg.size)
+    # the heatmap is the prediction spread over pixels: mean(cam) = hb - y_mean - bias * y_std
+    bias = model.net.head.bias.item()
+    assert cam.mean() == pytest.approx(hb.item() - model.y_mean - bias * model.y_std, abs=1e-4)
+    assert cam.min() < 0 < cam.max() or abs(cam).max() < 1e-6  # signed map
+
+
+def test_background_and_size_do_not_matter(data) -> None:
+    model, _, _ = _fit(data)
+    pre = model.cfg.preprocessing()
+    rgb, mask = cutout_crop(data[0][0])
+    a = model.predict(regression_input(rgb, mask, pre))
+    padded_rgb = np.pad(rgb, ((10, 10), (30, 30), (0, 0)))
+    padded_mask = np.pad(mask, ((10, 10), (30, 30)))
+    b = model.predict(regression_input(padded_rgb, padded_mask, pre))
+    assert abs(a - b).item() < 0.35  # only resampling differs
+
+
+def test_lightness_norm_removes_exposure(data) -> None:
+    rgb, mask = cutout_crop(data[0][0])
+    cfg = RegressorConfig(colour="logchroma", lightness_norm=True)
+    pre = cfg.preprocessing()
+    darker = (rgb.astype(np.float32) * 0.8).astype(np.uint8)
+    a, b = regression_input(rgb, mask, pre), regression_input(darker, mask, pre)
+    m = a[0, -1] > 0.5
+    assert np.abs(a[0, 2][m] - b[0, 2][m]).mean() < 0.02  # exposure gone from lightness
+    lab = replace(cfg, colour="lab").preprocessing()
+    assert regression_input(rgb, mask, lab).shape == (1, 4, *cfg.size)
+
+
+def test_glare_is_excluded_from_the_mask() -> None:
+    rgb = np.full((40, 100, 3), (150, 60, 60), np.uint8)
+    rgb[10:20, 40:60] = 250
+    mask = np.ones((40, 100), np.float32)
+    pre = RegressorConfig(size=(40, 100), glare_exclude=True).preprocessing()
+    x = regression_input(rgb, mask, pre)
+    assert x[0, -1, 12:18, 45:55].max() == 0
+    assert x[0, -1, 30, 10] == 1
+
+
+def test_training_is_deterministic(data) -> None:
+    a, x, _ = _fit(data)
+    b, _, _ = _fit(data)
+    assert np.array_equal(a.predict(x), b.predict(x))

@@ -1,0 +1,132 @@
+"""`hbscreen train` and `hbscreen evaluate` subcommands (the lead wires them into hbscreen/cli).
+
+torch and the training code are imported inside the commands, so `hbscreen --help` works
+without the training extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = REPO_ROOT / "inference" / "models"
+
+
+def default_data() -> Path:
+    """HBSCREEN_DATA, else ../shared/data/cp-anemic relative to the repository."""
+    env = os.environ.get("HBSCREEN_DATA")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data" / "cp-anemic")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="CP-AnemiC folder as distributed (default: $HBSCREEN_DATA or "
+        "../shared/data/cp-anemic)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for splits and models (default 0)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch/BLAS threads (default 2, the core count)"
+    )
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the segmentation and Hb models from CP-AnemiC",
+        description="Train both models (segmentation, then the Hb regressor with 5-fold CV by "
+        "content group for its conformal intervals) and write ONNX files, JSON cards and "
+        "MODEL_CARD.md.",
+    )
+    _common(p)
+    p.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="output folder")
+    p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    p.add_argument("--skip-segmentation", action="store_true", help="train the Hb regressor only")
+    p.set_defaults(func=run_train)
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="cross-validated evaluation report (Markdown + PNG)",
+        description="5-fold CV by content group of the Hb regressor (as ONNX) and the colour "
+        "baseline on the same folds, with intervals, robustness, attention and leakage analyses.",
+    )
+    _common(p)
+    p.add_argument("--out", type=Path, default=Path("reports"), help="report folder")
+    p.add_argument("--quick", action="store_true", help="main table only, one colour variant")
+    p.set_defaults(func=run_evaluate)
+
+
+def _setup(args: argparse.Namespace) -> Path:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    data = args.data or default_data()
+    if not data.is_dir():
+        raise SystemExit(
+            f"hbscreen: dataset folder {data} not found; pass --data PATH or set HBSCREEN_DATA "
+            "(download CP-AnemiC from Mendeley Data, doi 10.17632/m53vz6b7fx.1)"
+        )
+    return data
+
+
+def run_train(args: argparse.Namespace) -> int:
+    data = _setup(args)
+    from .cpanemic import DatasetError
+    from .train import train_all
+
+    if args.quick and args.out.resolve() == DEFAULT_MODELS.resolve():
+        print(
+            "hbscreen train: --quick makes throw-away models; pass --out DIR so the shipped "
+            "models in inference/models are not overwritten",
+            file=sys.stderr,
+        )
+        return 2
+
+    try:
+        res = train_all(
+            data,
+            args.out,
+            seed=args.seed,
+            quick=args.quick,
+            skip_segmentation=args.skip_segmentation,
+        )
+    except DatasetError as e:
+        print(f"hbscreen train: {e}", file=sys.stderr)
+        return 2
+    card = res["regression"]["card"]
+    print(json.dumps({"regression_cv": card["metrics"]["cv"], "total_wall_s": res["total_wall_s"]}))
+    print(f"wrote {args.out}/regression.onnx, regression.json, MODEL_CARD.md")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    data = _setup(args)
+    from tqdm import tqdm
+
+    from .cpanemic import DatasetError
+    from .evaluate import cross_validate, write_report
+
+    bar = tqdm(desc="evaluate", unit="step")
+
+    def say(msg: str) -> None:
+        bar.set_postfix_str(msg[:60])
+        bar.update(1)
+
+    try:
+        ev = cross_validate(data, seed=args.seed, quick=args.quick, progress=say)
+    except DatasetError as e:
+        print(f"hbscreen evaluate: {e}", file=sys.stderr)
+        return 2
+    bar.close()
+    cmd = "hbscreen evaluate" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    path = write_report(ev, args.out, cmd)
+    print(f"wrote {path}")
+    return 0

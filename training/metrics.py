@@ -1,0 +1,70 @@
+"""Agreement, screening and interval metrics, computed the way the product decides."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import pearsonr
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from .folds import cross_conformal_coverage
+
+ANAEMIA_CUTOFF = 11.0  # Hb < 11 g/dL (the dataset's and the paper's definition)
+
+
+def agreement(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MAE, Pearson r, AUC for Hb < 11 and Bland-Altman bias / 95% limits (g/dL)."""
+    d = pred - y
+    bias, sd = float(d.mean()), float(d.std(ddof=1))
+    return {
+        "n": len(y),
+        "mae": float(np.abs(d).mean()),
+        "pearson_r": float(pearsonr(pred, y)[0]),
+        "auc_hb_lt_11": float(roc_auc_score(y < ANAEMIA_CUTOFF, -pred)),
+        "bias": bias,
+        "loa_low": bias - 1.96 * sd,
+        "loa_high": bias + 1.96 * sd,
+    }
+
+
+def referral_operating_point(
+    y: np.ndarray, pred: np.ndarray, half_width: np.ndarray | float, cutoff: float = ANAEMIA_CUTOFF
+) -> dict[str, float]:
+    """Sensitivity/specificity for Hb < cutoff of inference/advice.referral_for's rule: a blood
+    test (or urgent referral) whenever the interval's low end is below the cut-off."""
+    flagged = (pred - half_width) < cutoff
+    pos = y < cutoff
+    return {
+        "sensitivity": float((flagged & pos).sum() / max(pos.sum(), 1)),
+        "specificity": float((~flagged & ~pos).sum() / max((~pos).sum(), 1)),
+        "referred_share": float(flagged.mean()),
+    }
+
+
+def interval_report(
+    y: np.ndarray, pred: np.ndarray, folds: list[np.ndarray], levels=(0.8, 0.95)
+) -> dict[str, dict[str, float]]:
+    """Cross-conformal coverage (each fold's half-width from the other folds' residuals) and
+    the referral rule's operating point with that interval, per level."""
+    out = {}
+    for level in levels:
+        cov, q = cross_conformal_coverage(y, pred, folds, level)
+        op = referral_operating_point(y, pred, q)
+        out[f"{round(level * 100)}"] = {
+            "coverage": cov,
+            "mean_half_width": float(q.mean()),
+            **op,
+        }
+    return out
+
+
+def roc_points(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    fpr, tpr, _ = roc_curve(y < ANAEMIA_CUTOFF, -pred)
+    return fpr, tpr
+
+
+def specificity_at_sensitivity(y: np.ndarray, pred: np.ndarray, sens: float = 0.85) -> float:
+    """Best specificity of a plain threshold on the estimate that reaches `sens` (out of fold;
+    shows what a referral knob on the estimate itself could give, not a tuned result)."""
+    fpr, tpr = roc_points(y, pred)
+    ok = tpr >= sens
+    return float(1 - fpr[ok].min()) if ok.any() else 0.0
