@@ -273,7 +273,7 @@ def danger_question(lang: str, pregnant: bool) -> str:
     if pregnant:
         return t(
             lang,
-            "Does she have any of these signs now?\n"
+            "Are any of these signs present now?\n"
             "• short of breath when resting\n"
             "• fainting\n"
             "• chest pain\n"

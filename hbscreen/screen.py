@@ -229,7 +229,13 @@ def format_text(r: ScreeningResult) -> str:
             f"{CATEGORY_EN[r.category or 'none']} for {c.label} "
             f"(anaemia below {c.anaemia_below:.1f} g/dL)",
         )
-    row("Advice", REFERRAL_EN[r.referral])
+    advice = REFERRAL_EN[r.referral]
+    if r.referral == "blood_test" and r.category == "none":
+        advice = (
+            "The estimate is above the cut-off, but it is uncertain and may be below it. "
+            "Get a blood test (HemoCue or laboratory) within a week."
+        )
+    row("Advice", advice)
     if r.ok and not r.validated_for_group:
         row(
             "Caution",
@@ -277,7 +283,11 @@ def run_screen(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     progress = tqdm(
-        total=len(inputs), unit="photo", disable=not batch, file=sys.stderr, leave=False
+        total=len(inputs),
+        unit="photo",
+        disable=not batch or not sys.stderr.isatty(),
+        file=sys.stderr,
+        leave=False,
     )
     rows = []
     for r in results:

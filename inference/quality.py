@@ -216,7 +216,12 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
         out["outline_on_edge"] = _cut_off(ms) if area else None
         out["frame_cast"] = _frame_cast(rgb)
     if area < 16:
-        return out  # nothing to measure colour or focus on
+        # Nothing to measure colour or focus on; but a dark or burnt-out frame is often WHY
+        # nothing was found, and "too dark" is the hint that helps the person retake.
+        if not cutout:
+            frame = cv2.cvtColor(rgb[::k, ::k], cv2.COLOR_RGB2GRAY)
+            out["median_luma"] = float(np.median(frame))
+        return out
 
     sx, sy, sw, sh = cv2.boundingRect(ms)
     pad = k + 4  # the subsample may miss up to k-1 px; sharpness wants 4 px of context
