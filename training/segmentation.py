@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from inference.modelcard import ModelCard, Preprocessing, TensorSpec
-from inference.preprocess import segmentation_input, segmentation_mask
+from inference.preprocess import segmentation_input, segmentation_mask, shrink
 
 from .render import procedural_conjunctiva, render_eye_photo
 
@@ -70,7 +70,7 @@ def preprocessing(size: int = 256) -> Preprocessing:
         colour="rgb",
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375],
-        resize="cv2.INTER_AREA, no letterbox",
+        resize="inference.preprocess.shrink (pyrDown while >= 2x, then cv2.INTER_AREA)",
     )
 
 
@@ -442,7 +442,7 @@ def train_segmentation(
         workers=workers,
     )
     for rgb, mask in photo_train:  # real photos enter at input size, like the renderings
-        small = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        small = shrink(rgb, size, size)
         m = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
         train_set.append((small, np.round(m * 255).astype(np.uint8)))
     t_render = time.perf_counter() - t_start
