@@ -10,7 +10,6 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from bot.app import build_application
@@ -18,6 +17,7 @@ from bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
 from bot.storage import make_store
 from hbscreen.settings import Settings
 from inference.queue.factory import make_queue
+from tests.synthetic import synthetic_jpeg
 
 HASH_KEY = "test-hash-key-not-a-secret"
 
@@ -91,25 +91,7 @@ def _fake_process(image: bytes, job):
     return result, buf.getvalue()
 
 
-def synthetic_photo(h: int = 720, w: int = 960, brightness: float = 1.0) -> bytes:
-    """A skin-coloured frame with a textured red conjunctiva band, as JPEG bytes."""
-    import cv2
-
-    rng = np.random.default_rng(1)
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = (196, 150, 122)
-    yy, xx = np.mgrid[0:h, 0:w]
-    band = ((xx - w / 2) / (w * 0.28)) ** 2 + ((yy - h * 0.55) / (h * 0.16)) ** 2 < 1
-    img[band] = (205, 70, 80)
-    img += rng.normal(0, 6, img.shape)
-    for _ in range(40):
-        x0, y0 = rng.integers(w // 4, 3 * w // 4), rng.integers(int(h * 0.42), int(h * 0.68))
-        end = (int(x0 + rng.integers(-60, 60)), int(y0 + 15))
-        cv2.line(img, (int(x0), int(y0)), end, (150, 30, 45), 2)
-    img = np.clip(img * brightness, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "JPEG", quality=92)
-    return buf.getvalue()
+synthetic_photo = synthetic_jpeg  # bot tests send bytes
 
 
 def buttons_of(message: ChatMessage) -> list[str]:

@@ -30,3 +30,18 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+EXAMPLE_PHOTO = Path(__file__).resolve().parent.parent / "examples" / "eyelid.jpg"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> None:
+    """The shipped models (None = inference/models): the journeys run on the real ones."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def photo() -> bytes:
+    """The committed synthetic example photo, which the shipped models screen."""
+    return EXAMPLE_PHOTO.read_bytes()

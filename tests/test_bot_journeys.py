@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import pytest
 
 from bot.i18n import t
 from bot.messages import not_validated_text, photo_guide_text
-from inference.modelcard import MODELS_DIR
 from tests.bot_harness import (
     bot_settings,
     buttons_of,
@@ -30,27 +28,7 @@ from tests.bot_harness import (
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "eyelid.jpg"
 RESULT_WAIT = 60.0
-
-
-def _shipped() -> bool:
-    return (MODELS_DIR / "regression.onnx").exists() and EXAMPLE.exists()
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path | None:
-    """The shipped models (None = inference/models) or the tiny ones."""
-    if _shipped():
-        return None
-    from tests.tiny_models import build_tiny_models
-
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
-
-
-@pytest.fixture(scope="module")
-def photo() -> bytes:
-    return EXAMPLE.read_bytes() if _shipped() else synthetic_photo()
 
 
 def plain(html_text: str) -> str:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from bot.i18n import t
 from bot.messages import ERROR_TEXT
-from inference.modelcard import MODELS_DIR
 from tests.bot_harness import (
     HASH_KEY,
     bot_settings,
@@ -28,26 +26,7 @@ from tests.bot_harness import (
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "eyelid.jpg"
 RESULT_WAIT = 60.0
-
-
-def _shipped() -> bool:
-    return (MODELS_DIR / "regression.onnx").exists() and EXAMPLE.exists()
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path | None:
-    if _shipped():
-        return None
-    from tests.tiny_models import build_tiny_models
-
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
-
-
-@pytest.fixture(scope="module")
-def photo() -> bytes:
-    return EXAMPLE.read_bytes() if _shipped() else synthetic_photo()
 
 
 def result_message(m) -> bool:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from hbscreen.cli import main
-from tests.test_pipeline import jpeg, synthetic_photo
+from tests.synthetic import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 
 REQUIRED = {"path", "hb_g_dl", "interval_80", "interval_95", "category", "referral", "quality"}

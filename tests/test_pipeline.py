@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from inference.pipeline import Pipeline
+from tests.synthetic import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 
 EXAMPLE = Path("examples/eyelid.jpg")
@@ -29,35 +30,6 @@ def tiny(tmp_path_factory) -> Pipeline:
 @pytest.fixture(scope="module")
 def shipped() -> Pipeline:
     return Pipeline.shared()
-
-
-def synthetic_photo(h: int = 720, w: int = 960) -> np.ndarray:
-    """Skin-coloured frame with a textured red conjunctiva band: enough for the tiny models."""
-    rng = np.random.default_rng(1)
-    img = np.empty((h, w, 3), np.float32)
-    img[:] = (196, 150, 122)
-    yy, xx = np.mgrid[0:h, 0:w]
-    band = ((xx - w / 2) / (w * 0.28)) ** 2 + ((yy - h * 0.55) / (h * 0.16)) ** 2 < 1
-    img[band] = (205, 70, 80)
-    img += rng.normal(0, 6, img.shape)
-    for _ in range(40):  # vessels give the blur check real edges
-        x0, y0 = rng.integers(w // 4, 3 * w // 4), rng.integers(int(h * 0.42), int(h * 0.68))
-        cv2.line(
-            img,
-            (int(x0), int(y0)),
-            (int(x0 + rng.integers(-60, 60)), int(y0 + 15)),
-            (150, 30, 45),
-            2,
-        )
-    img[~band] = np.clip(img[~band], 0, 255)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def jpeg(rgb: np.ndarray, exif: bytes | None = None) -> bytes:
-    buf = io.BytesIO()
-    kw = {"exif": exif} if exif else {}
-    Image.fromarray(rgb).save(buf, "JPEG", quality=92, **kw)
-    return buf.getvalue()
 
 
 def test_tiny_pipeline_gives_a_complete_result(tiny):

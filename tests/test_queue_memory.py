@@ -14,7 +14,7 @@ from inference.queue.batch import screen_via_queue
 from inference.queue.factory import make_queue
 from inference.queue.memory import MemoryQueue
 from tests.redis_server import model_failed_process, noop_process, slow_process
-from tests.test_pipeline import jpeg, synthetic_photo
+from tests.synthetic import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 
 GROUP = "child-6-23m"

@@ -460,8 +460,8 @@ def test_markdown_modes() -> None:
 # ------------------------------------------------------------------ hbscreen demo-chat
 @pytest.fixture
 def eyelid_photo(tmp_path):
+    from tests.synthetic import synthetic_photo
     from tests.test_pipeline import jpeg as encode
-    from tests.test_pipeline import synthetic_photo
 
     path = tmp_path / "eyelid.jpg"
     path.write_bytes(encode(synthetic_photo()))
