@@ -35,11 +35,11 @@ def shrink(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def mask_from_logits(logits: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Segmentation logits (any leading singleton dims) -> float32 probability map at out_hw."""
-    z = np.asarray(logits, dtype=np.float32).reshape(logits.shape[-2:])
-    prob = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
-    return cv2.resize(prob, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Segmentation logits (any leading singleton dims) -> float32 HxW probability map."""
+    z = np.asarray(logits, dtype=np.float32)
+    z = z.reshape(z.shape[-2:])
+    return (1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))).astype(np.float32)
 
 
 def main_component(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -65,8 +65,7 @@ def segmentation_mask(
     The component is chosen at the model's resolution (cheap), then upsampled: serving and the
     segmentation evaluation both call this, so the measured IoU is the served one.
     """
-    small = mask_from_logits(logits, tuple(np.asarray(logits).shape[-2:]))
-    keep = main_component(small, threshold)
+    keep = main_component(probabilities(logits), threshold)
     return cv2.resize(keep, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
 
 
