@@ -2,8 +2,8 @@
 
 Latency covers what the worker does per photo: segmentation_input (resize of a 1280x960
 photo), onnxruntime, and segmentation_mask (sigmoid, largest component). It compares the
-shipped weights with the other precision: if fp32 is shipped, an int8 model is quantised here with the
-training's calibration; if int8 is shipped, pass the fp32 file (`--keep-fp32` in training).
+shipped weights with the other precision: if fp32 is shipped, an int8 model is quantised here
+with the training's calibration; if int8 is shipped, pass the fp32 file (`--keep-fp32` in training).
 
     python benchmarks/bench_segmentation.py --data ../shared/data/cp-anemic [--fp32 PATH]
 
