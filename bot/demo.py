@@ -46,7 +46,12 @@ if TYPE_CHECKING:
     from inference.worker import Process
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PHOTO = REPO / "examples" / "eyelid.jpg"
+# The committed example: beside the package in a checkout, or under the current folder when
+# the package was installed from a clone (pip install .).
+DEFAULT_PHOTO = next(
+    (p for p in (REPO / "examples" / "eyelid.jpg", Path("examples") / "eyelid.jpg") if p.is_file()),
+    REPO / "examples" / "eyelid.jpg",
+)
 DEFAULT_SCRIPT = """\
 # A pregnant woman screening herself (the first journey of the design).
 /start
