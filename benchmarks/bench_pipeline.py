@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,44 +78,66 @@ def time_call(fn, reps: int) -> float:
 
 
 def bench_torch(pipeline: Pipeline, models_dir: Path, data: bytes, threads: int, reps: int) -> None:
-    """Each model alone: onnxruntime vs the same ONNX graph converted to PyTorch eager.
-
-    An int8 graph has no eager equivalent; its fp32 twin (`<name>.fp32.onnx`, written by
-    training with --keep-fp32) is used on both sides when present."""
+    """Each model alone: the served onnxruntime graph vs the same network in PyTorch eager
+    (the ONNX graph converted by onnx2torch). An int8 QDQ graph runs in eager as its float
+    equivalent (benchmarks/dequantize.py: the same dequantised weights); onnxruntime on that
+    float graph is timed too, so precision and runtime can be told apart."""
     try:
+        import onnx
         import torch
         from onnx2torch import convert
     except ImportError as e:
         print(f"  skipped ({e.name} is not installed: pip install '.[train]')")
         return
+    from dequantize import dequantized, is_quantized  # beside this script (sys.path[0])
+
     from inference.pipeline import make_session
 
     torch.set_num_threads(threads)
     inputs = dict(zip(("segmentation", "regression"), model_inputs(pipeline, data), strict=True))
-    for name, model in (("segmentation", pipeline.segmenter), ("regression", pipeline.regressor)):
-        path = models_dir / model.card.file
-        fp32 = path.with_suffix(".fp32.onnx")
-        path = fp32 if fp32.exists() else path
-        try:
-            eager = convert(str(path)).eval()
-        except NotImplementedError as e:
-            print(f"  {name}: no eager twin ({e}); train with --keep-fp32 to compare")
-            continue
-        session = make_session(path, threads)
-        x = inputs[name]
-        feed = {model.card.input.name: x}
-        tx = torch.from_numpy(x)
+    totals = {"served": 0.0, "torch": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in (
+            ("segmentation", pipeline.segmenter),
+            ("regression", pipeline.regressor),
+        ):
+            served = models_dir / model.card.file
+            twin = served
+            if is_quantized(served):
+                twin = Path(tmp) / f"{name}.float.onnx"
+                onnx.save(dequantized(served), str(twin))
+            eager = convert(str(twin)).eval()
+            x = inputs[name]
+            feed = {model.card.input.name: x}
+            tx = torch.from_numpy(x)
 
-        def run_eager(eager=eager, tx=tx) -> None:
-            with torch.inference_mode():
-                eager(tx)
+            def run_eager(eager=eager, tx=tx) -> None:
+                with torch.inference_mode():
+                    eager(tx)
 
-        t_ort = time_call(lambda session=session, feed=feed: session.run(None, feed), reps)
-        t_torch = time_call(run_eager, reps)
-        print(
-            f"  {name} ({path.name}): onnxruntime {t_ort:.2f} ms, torch eager {t_torch:.2f} ms"
-            f" median -> onnxruntime {t_torch / t_ort:.1f}x faster"
-        )
+            times = {}
+            for label, path in (("served", served), ("float", twin)):
+                if label == "float" and twin == served:
+                    continue
+                session = make_session(path, threads)
+                times[label] = time_call(lambda s=session, f=feed: s.run(None, f), reps)
+            times["torch"] = time_call(run_eager, reps)
+            totals["served"] += times["served"]
+            totals["torch"] += times["torch"]
+            extra = (
+                f", onnxruntime on the float graph {times['float']:.2f} ms"
+                if "float" in times
+                else ""
+            )
+            print(
+                f"  {name} ({served.name}): onnxruntime {times['served']:.2f} ms{extra}, "
+                f"torch eager {times['torch']:.2f} ms (medians) -> served graph "
+                f"{times['torch'] / times['served']:.1f}x faster"
+            )
+    print(
+        f"  both models: onnxruntime {totals['served']:.2f} ms, torch eager "
+        f"{totals['torch']:.2f} ms -> {totals['torch'] / totals['served']:.1f}x"
+    )
 
 
 def main() -> None:

@@ -8,11 +8,11 @@ do next, a plain warning where the model is not validated for the group, and the
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 
 from inference.result import ScreeningResult
 
-from .i18n import N_, fmt_number, t, tn
+from .i18n import N_, fmt_date, fmt_number, t, tn
 
 # Groups as a person reads them (inference/advice.py GROUPS are the keys).
 GROUP_LABELS: dict[str, str] = {
@@ -33,6 +33,12 @@ CATEGORY_TEXT: dict[str, str] = {
     "moderate": N_("This is in the range of moderate anaemia for this group."),
     "severe": N_("This is in the range of severe anaemia for this group."),
 }
+
+# An estimate above the cut-off but within the referral margin: say why a test still helps.
+BORDERLINE = N_(
+    "This is close to the anaemia limit for this group ({cutoff} g/dL). "
+    "A photo cannot tell the difference so finely."
+)
 
 REFERRAL_TEXT: dict[str, str] = {
     "urgent": N_("<b>Go to a health facility today.</b> Ask for a blood test for anaemia."),
@@ -119,12 +125,14 @@ def result_text(result: ScreeningResult, lang: str, *, label: str | None = None)
             )
         )
     parts.append(t(lang, "Group: {group}.", group=group_label(lang, result.group)))
-    if result.category in CATEGORY_TEXT:
+    borderline = result.category == "none" and result.referral == "blood_test"
+    if borderline and result.anaemia_below_g_dl is not None:
+        parts.append(t(lang, BORDERLINE, cutoff=_num(result.anaemia_below_g_dl, lang)))
+    elif result.category in CATEGORY_TEXT:
         parts.append(t(lang, CATEGORY_TEXT[result.category]))
     if result.danger_signs:
-        parts.append(
-            t(lang, "You told us about danger signs. Please go to a health facility today.")
-        )
+        # danger signs always make the referral urgent, which says "go today"
+        parts.append(t(lang, "You told us about danger signs."))
     if result.referral == "routine" and result.group.startswith("pregnant"):
         parts.append(t(lang, ROUTINE_PREGNANT))
     else:
@@ -177,9 +185,10 @@ def could_not_process_text(lang: str) -> str:
     return t(lang, "Sorry, we could not check your photo in time. Please send it again later.")
 
 
-def summary_line(record: dict, lang: str) -> str:
-    """One line of /summary: time, label, group, estimate, advice."""
-    when = datetime.fromtimestamp(record["time"], tz=timezone.utc).strftime("%H:%M")
+def summary_line(record: dict, lang: str, tz: tzinfo = timezone.utc) -> str:
+    """One line of /summary: local time (the deployment's HBSCREEN_TIMEZONE), label, group,
+    estimate, advice."""
+    when = datetime.fromtimestamp(record["time"], tz=tz).strftime("%H:%M")
     referral = t(lang, REFERRAL_SHORT.get(record.get("referral", ""), N_("unknown")))
     label = html.escape(record.get("label") or "-")
     group = group_label(lang, record.get("group", ""))
@@ -203,7 +212,7 @@ def summary_line(record: dict, lang: str) -> str:
     )
 
 
-def summary_text(records: list[dict], lang: str) -> str:
+def summary_text(records: list[dict], lang: str, tz: tzinfo = timezone.utc) -> str:
     if not records:
         return t(lang, "No screenings in this session yet.")
     head = tn(
@@ -212,7 +221,7 @@ def summary_text(records: list[dict], lang: str) -> str:
         "<b>This session: {n} screenings</b>",
         len(records),
     )
-    return "\n".join([head, *(summary_line(r, lang) for r in records[-50:])])
+    return "\n".join([head, *(summary_line(r, lang, tz) for r in records[-50:])])
 
 
 def stats_text(stats: dict[str, dict[str, int]], lang: str, days: int) -> str:
@@ -320,7 +329,7 @@ def privacy_text(lang: str, consent_version: str | None, consent_at: float | Non
         )
     ]
     if consent_version and consent_at:
-        day = datetime.fromtimestamp(consent_at, tz=timezone.utc).strftime("%Y-%m-%d")
+        day = fmt_date(consent_at, lang)
         parts.append(
             t(
                 lang,

@@ -6,6 +6,7 @@ HBSCREEN_ prefix. Secrets are SecretStr so they never print.
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from functools import cache
 from pathlib import Path
 from typing import Annotated
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     reminder_weeks: int = 4  # opt-in "screen again" reminder; 0 turns the offer off
     reminder_check_s: float = 60.0  # how often the bot looks for due reminders
     status_update_s: float = 20.0  # edit the status message if a job takes longer than this
+    # IANA zone for times shown to health workers (/summary), e.g. Africa/Nairobi
+    timezone: str = "UTC"
 
     # Queue
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
@@ -62,6 +65,25 @@ class Settings(BaseSettings):
     metrics_port: int = 9100
 
     log_level: str = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r}; use an IANA name like Africa/Nairobi"
+            ) from None
+        return v
+
+    @property
+    def tz(self) -> tzinfo:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)
 
     @field_validator("admin_ids", mode="before")
     @classmethod

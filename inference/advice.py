@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from .modelcard import Calibration
 from .result import Category, Referral
 
 TABLE_FILE = "who_anaemia_2024.json"
@@ -64,19 +65,29 @@ def category_for(hb_g_dl: float, group: str) -> Category:
 
 def referral_for(
     hb_g_dl: float,
-    interval: tuple[float, float],
     group: str,
+    margin: float,
     *,
     danger_signs: bool = False,
 ) -> Referral:
-    """Urgent for the severe band or danger signs; a blood test whenever the interval reaches
-    below the group's cut-off; routine care otherwise."""
+    """Urgent for the severe band or danger signs; a blood test whenever the estimate is
+    below the group's cut-off + `margin` (g/dL, >= 0: the model card's operating margin, or
+    the 80% interval's half-width where the model is not validated); routine care otherwise."""
     c = cutoffs_for(group)
     if danger_signs or hb_g_dl < c.severe_below:
         return "urgent"
-    if min(interval) < c.anaemia_below:
+    if hb_g_dl < c.anaemia_below + max(margin, 0.0):
         return "blood_test"
     return "routine"
+
+
+def referral_margin(calibration: Calibration, validated: bool) -> float:
+    """The card's operating margin where the model is validated for the group; elsewhere the
+    wider of it and the 80% interval's half-width (sensitivity first when unsure)."""
+    op = calibration.referral_margin
+    if op is None:
+        return calibration.q80
+    return op if validated else max(op, calibration.q80)
 
 
 DISCLAIMER_EN = (

@@ -33,12 +33,16 @@ class Preprocessing(BaseModel):
 
 
 class Calibration(BaseModel):
-    """Split-conformal half-widths (g/dL) from out-of-fold absolute residuals."""
+    """Split-conformal half-widths (g/dL) from out-of-fold absolute residuals, and the
+    referral margin: refer when the estimate is below the group's cut-off + margin (chosen on
+    out-of-fold predictions for a target sensitivity). Without a margin the 80% interval's
+    half-width is used, the more cautious rule."""
 
     method: str = "split_conformal_abs_residual"
     q80: float
     q95: float
     n_calibration: int | None = None
+    referral_margin: float | None = None
 
 
 class ModelCard(BaseModel):

@@ -189,7 +189,12 @@ class Pipeline:
             interval_80=i80,
             interval_95=i95,
             category=advice.category_for(hb_r, group),
-            referral=advice.referral_for(hb_r, i80, group, danger_signs=danger_signs),
+            referral=advice.referral_for(
+                hb_r,
+                group,
+                advice.referral_margin(cal, base["validated_for_group"]),
+                danger_signs=danger_signs,
+            ),
             quality=q,
             timings_ms=timings,
         )

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from inference.advice import GROUPS, category_for, cutoffs_for, referral_for, who_table
+from inference.advice import (
+    GROUPS,
+    category_for,
+    cutoffs_for,
+    referral_for,
+    referral_margin,
+    who_table,
+)
+from inference.modelcard import Calibration
 
 # (group, anaemia_below, moderate_below, severe_below) from shared/docs/who-anaemia-2024.md
 WHO_2024 = [
@@ -51,22 +59,32 @@ def test_unknown_group_is_a_clear_error():
 
 
 @pytest.mark.parametrize(
-    ("hb", "interval", "expected"),
+    ("hb", "margin", "expected"),
     [
-        (13.0, (11.5, 14.5), "routine"),  # whole interval above the cut-off
-        (12.0, (10.9, 13.1), "blood_test"),  # interval reaches below 11.0
-        (11.5, (11.0, 12.0), "routine"),  # the cut-off itself is not anaemia
-        (9.0, (7.5, 10.5), "blood_test"),  # moderate
-        (6.9, (5.4, 8.4), "urgent"),  # severe band
-        (7.0, (5.5, 8.5), "blood_test"),  # 7.0 is moderate, not severe
+        (13.0, 1.5, "routine"),  # above cut-off + margin
+        (12.4, 1.5, "blood_test"),  # within the margin above 11.0
+        (12.5, 1.5, "routine"),  # cut-off + margin itself is not referred
+        (11.0, 0.0, "routine"),  # the cut-off itself is not anaemia
+        (10.99, 0.0, "blood_test"),
+        (11.0, -0.5, "routine"),  # a negative margin never refers less than the cut-off
+        (9.0, 1.5, "blood_test"),  # moderate
+        (6.9, 1.5, "urgent"),  # severe band
+        (7.0, 1.5, "blood_test"),  # 7.0 is moderate, not severe
     ],
 )
-def test_referral_rule_pregnant_1(hb, interval, expected):
-    assert referral_for(hb, interval, "pregnant-1") == expected
+def test_referral_rule_pregnant_1(hb, margin, expected):
+    assert referral_for(hb, "pregnant-1", margin) == expected
 
 
 def test_danger_signs_are_always_urgent():
-    assert referral_for(14.0, (13.0, 15.0), "woman", danger_signs=True) == "urgent"
+    assert referral_for(14.0, "woman", 0.0, danger_signs=True) == "urgent"
+
+
+def test_margin_is_the_cards_where_validated_and_never_narrower_than_q80_elsewhere():
+    tuned = Calibration(q80=2.3, q95=3.6, referral_margin=0.8)
+    assert referral_margin(tuned, validated=True) == 0.8
+    assert referral_margin(tuned, validated=False) == 2.3
+    assert referral_margin(Calibration(q80=1.5, q95=2.6), validated=True) == 1.5
 
 
 def test_table_is_the_single_source():

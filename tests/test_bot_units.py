@@ -14,9 +14,9 @@ from bot import messages
 from bot.handlers.commands import records_csv
 from bot.handlers.flow import looks_like_a_name
 from bot.handlers.photo import is_image_document
-from bot.i18n import LANGUAGES, t
+from bot.i18n import LANGUAGES, fmt_number, t
 from bot.storage import KeyRing, MemoryStore, RedisStore
-from inference.advice import GROUPS
+from inference.advice import GROUPS, cutoffs_for
 from inference.result import ErrorInfo, Quality, QualityCheck, ScreeningResult
 
 QUALITY_CODES = [
@@ -123,6 +123,7 @@ def _result(group: str, category: str, referral: str, validated: bool, danger: b
         referral=referral,
         validated_for_group=validated,
         danger_signs=danger,
+        anaemia_below_g_dl=cutoffs_for(group).anaemia_below,
     )
 
 
@@ -146,6 +147,15 @@ def test_every_result_message_renders_in_every_language(lang):
         _result("woman", "none", "routine", False, False), lang, label="<P-1>"
     )
     assert "&lt;P-1&gt;" in labelled  # typed labels are escaped for HTML
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_an_estimate_above_the_cut_off_sent_for_a_test_says_why_not_normal(lang):
+    text = messages.result_text(_result("child-24-59m", "none", "blood_test", True, False), lang)
+    normal = t(lang, messages.CATEGORY_TEXT["none"])
+    assert normal not in text
+    assert t(lang, messages.BORDERLINE, cutoff=fmt_number(11.0, lang, 1)) in text
+    assert t(lang, messages.REFERRAL_TEXT["blood_test"]) in text
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -183,6 +193,10 @@ def test_other_messages_render(lang):
     ]
     assert "P-1" in messages.summary_text(records, lang)
     assert messages.summary_text([], lang)
+    from zoneinfo import ZoneInfo
+
+    nairobi = messages.summary_text(records, lang, ZoneInfo("Africa/Nairobi"))
+    assert "03:00" in nairobi and "00:00" not in nairobi  # UTC+3, the campaign's clock
     stats = {"2026-11-26": {"camp|routine": 3, "|urgent": 1}}
     text = messages.stats_text(stats, lang, 14)
     assert "camp" in text and "3" in text

@@ -38,7 +38,9 @@ def test_smoke_training_writes_a_valid_model(trained) -> None:
     assert card.calibration is not None and 0 < card.calibration.q80 < card.calibration.q95
     assert card.validated_groups == ["child-6-23m", "child-24-59m"]
     assert len(card.citation) == 2 and "CC BY 4.0" in card.licence
-    assert card.model_dump()["operating_point"]["interval"] == 0.8
+    op = card.model_dump()["operating_point"]
+    assert card.calibration.referral_margin == op["margin_g_dl"] >= 0
+    assert set(op["nested_cv"]) >= {"sensitivity", "specificity", "referred_share", "margins"}
     assert "group" in card.metrics["split"]
     assert (models / "MODEL_CARD.md").read_text().count("Ghana") >= 1
 
@@ -76,6 +78,20 @@ def _cfg_from_card(card):
         mean=list(pre.mean),
         std=list(pre.std),
     )
+
+
+def test_referral_margin_reaches_the_target_sensitivity_on_the_data_it_is_chosen_on() -> None:
+    from training.metrics import referral_margin, referral_operating_point
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(6, 15, 400)
+    pred = y + rng.normal(0, 1.5, y.size)
+    m = referral_margin(y, pred, target=0.85)
+    assert m >= 0 and round(m * 10) == m * 10  # a multiple of 0.1 g/dL
+    assert referral_operating_point(y, pred, m)["sensitivity"] >= 0.85
+    assert referral_operating_point(y, pred, m - 0.1)["sensitivity"] < 0.85
+    # a model that under-estimates everyone needs no margin, and never gets a negative one
+    assert referral_margin(y, y - 3, target=0.85) == 0.0
 
 
 def test_cli_parsers_register() -> None:

@@ -19,6 +19,7 @@ from inference.preprocess import regression_input
 from .colour_features import colour_features, fit_baseline
 from .export import INPUT_NAME, export_onnx
 from .folds import group_kfold
+from .metrics import referral_margin
 from .regressor import (
     RegressorConfig,
     TrainedRegressor,
@@ -49,6 +50,7 @@ class CVResult:
     chosen: list[str] = field(default_factory=list)
     inner_scores: list[dict[str, float]] = field(default_factory=list)
     models: list[TrainedRegressor] = field(default_factory=list)
+    margin: np.ndarray | None = None  # per item: its fold model's referral margin (g/dL)
     onnx_paths: list[Path] = field(default_factory=list)
 
 
@@ -87,23 +89,28 @@ def select_and_fit(
     seed: int,
     candidates: dict[str, RegressorConfig] | None = None,
     inner_splits: int = 3,
+    with_margin: bool = True,
 ) -> tuple[str, dict[str, float], TrainedRegressor]:
-    """Choose the colour variant by inner group-CV MAE on `idx` only, then refit on `idx`."""
+    """Choose the colour variant by inner group-CV MAE on `idx` only, refit on `idx`, and set
+    the referral margin from the chosen variant's inner out-of-fold predictions."""
     candidates = candidates or CANDIDATES
+    if len(candidates) == 1 and not with_margin:
+        name, cfg = next(iter(candidates.items()))
+        return name, {}, fit_config(cache, idx, y, cfg, seed)[0]
+    inner = group_kfold([groups[i] for i in idx], inner_splits, seed + 1)
     scores: dict[str, float] = {}
-    if len(candidates) > 1:
-        inner = group_kfold([groups[i] for i in idx], inner_splits, seed + 1)
-        for name, cfg in candidates.items():
-            err = []
-            for test in inner:
-                tr = np.setdiff1d(np.arange(len(idx)), test)
-                model, x = fit_config(cache, idx[tr], y, cfg, seed)
-                err.append(np.abs(model.predict(x[idx[test]]) - y[idx[test]]))
-            scores[name] = float(np.concatenate(err).mean())
-        best = min(scores, key=scores.get)
-    else:
-        best = next(iter(candidates))
+    inner_pred: dict[str, np.ndarray] = {}
+    for name, cfg in candidates.items():
+        pred = np.zeros(len(idx))
+        for test in inner:
+            tr = np.setdiff1d(np.arange(len(idx)), test)
+            model, x = fit_config(cache, idx[tr], y, cfg, seed)
+            pred[test] = model.predict(x[idx[test]])
+        scores[name] = float(np.abs(pred - y[idx]).mean())
+        inner_pred[name] = pred
+    best = min(scores, key=scores.get)
     model, _ = fit_config(cache, idx, y, candidates[best], seed)
+    model.referral_margin = referral_margin(y[idx], inner_pred[best])
     return best, scores, model
 
 
@@ -131,17 +138,21 @@ def cv_regressor(
     candidates: dict[str, RegressorConfig] | None = None,
     workdir: Path | None = None,
     progress: Progress | None = None,
+    with_margin: bool = True,
 ) -> CVResult:
     """Out-of-fold predictions of the exported ONNX graphs, one per outer fold."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hbcv-"))
-    res = CVResult(pred=np.zeros(len(y)), folds=folds)
+    res = CVResult(pred=np.zeros(len(y)), folds=folds, margin=np.zeros(len(y)))
     for k, test in enumerate(folds):
         train = np.setdiff1d(np.arange(len(y)), test)
-        name, scores, model = select_and_fit(cache, train, y, groups, seed, candidates)
+        name, scores, model = select_and_fit(
+            cache, train, y, groups, seed, candidates, with_margin=with_margin
+        )
         path = workdir / f"fold{k}.onnx"
         export_onnx(model, path)
         x = renormalise(cache.raw(model.cfg), model.cfg.mean, model.cfg.std)
         res.pred[test] = onnx_predict(path, x[test])
+        res.margin[test] = model.referral_margin or 0.0
         res.chosen.append(name)
         res.inner_scores.append(scores)
         res.models.append(model)

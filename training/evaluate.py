@@ -40,7 +40,15 @@ from .folds import (
     group_kfold,
     near_duplicate_groups,
 )
-from .metrics import agreement, interval_report, roc_points, specificity_at_sensitivity
+from .metrics import (
+    TARGET_SENSITIVITY,
+    agreement,
+    interval_report,
+    referral_margin,
+    referral_operating_point,
+    roc_points,
+    specificity_at_sensitivity,
+)
 
 N_SPLITS = 5
 PUBLISHED = {  # Kato et al., Br J Haematol 2024 (doi 10.1111/bjh.19621), file-level numbers
@@ -79,6 +87,28 @@ class Evaluation:
             "n_calibration": int(r.size),
         }
 
+    def operating_points(self) -> dict[str, Any]:
+        """The shipped referral rule (estimate below cut-off + margin) out of fold. Regressor:
+        each fold's margin from its model's inner out-of-fold predictions (nested). Baseline:
+        each fold's margin from the other folds' out-of-fold predictions (cross-fit)."""
+        assert self.reg.margin is not None
+        base_margin = np.zeros(len(self.y))
+        for test in self.folds:
+            others = np.setdiff1d(np.arange(len(self.y)), test)
+            base_margin[test] = referral_margin(self.y[others], self.base.pred[others])
+        return {
+            "rule": "blood test when the estimate is below the cut-off + margin (g/dL)",
+            "target_sensitivity": TARGET_SENSITIVITY,
+            "regressor": {
+                **referral_operating_point(self.y, self.reg.pred, self.reg.margin),
+                "margins": [float(self.reg.margin[f[0]]) for f in self.folds],
+            },
+            "colour_baseline": {
+                **referral_operating_point(self.y, self.base.pred, base_margin),
+                "margins": [float(base_margin[f[0]]) for f in self.folds],
+            },
+        }
+
     def summary(self) -> dict[str, Any]:
         reg = agreement(self.y, self.reg.pred)
         base = agreement(self.y, self.base.pred)
@@ -92,6 +122,7 @@ class Evaluation:
             "colour_baseline": base,
             "baseline_intervals": interval_report(self.y, self.base.pred, self.folds),
             "intervals": intervals,
+            "operating_point": self.operating_points(),
             "spec_at_sens_0.85": {
                 "regressor": specificity_at_sensitivity(self.y, self.reg.pred),
                 "colour_baseline": specificity_at_sensitivity(self.y, self.base.pred),
@@ -260,7 +291,7 @@ def leakage(
         ("files_group_split", group_kfold(g, N_SPLITS, ev.seed)),
     ):
         split_groups = [str(i) for i in range(len(samples))] if "file_split" in name else g
-        r = cv_regressor(cache, y, split_groups, folds, ev.seed, fixed)
+        r = cv_regressor(cache, y, split_groups, folds, ev.seed, fixed, with_margin=False)
         b = cv_baseline(feats, y, split_groups, folds, ev.seed)
         out[name] = {
             **{f"cnn_{k}": v for k, v in agreement(y, r.pred).items()},
@@ -270,7 +301,13 @@ def leakage(
     strict = near_duplicate_groups(item_feats, ev.groups)
     folds = group_kfold(strict, N_SPLITS, ev.seed)
     r = cv_regressor(
-        InputCache([it.sample.rgba for it in items]), ev.y, strict, folds, ev.seed, fixed
+        InputCache([it.sample.rgba for it in items]),
+        ev.y,
+        strict,
+        folds,
+        ev.seed,
+        fixed,
+        with_margin=False,
     )
     b = cv_baseline(item_feats, ev.y, strict, folds, ev.seed)
     out["items_near_duplicate_split"] = {

@@ -78,7 +78,12 @@ def regression_card(
         inputs=[TensorSpec(name=INPUT_NAME, shape=[1, 4, h, w])],
         outputs=dict(OUTPUTS),
         preprocessing=model.cfg.preprocessing(),
-        calibration=Calibration(q80=q80, q95=q95, n_calibration=n_calibration),
+        calibration=Calibration(
+            q80=q80,
+            q95=q95,
+            n_calibration=n_calibration,
+            referral_margin=model.referral_margin,
+        ),
         validated_groups=validated_groups,
         training_data=training_data,
         metrics=metrics,

@@ -9,6 +9,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from .folds import cross_conformal_coverage
 
 ANAEMIA_CUTOFF = 11.0  # Hb < 11 g/dL (the dataset's and the paper's definition)
+TARGET_SENSITIVITY = 0.85  # the operating point's design goal, fixed before any evaluation
+MARGIN_STEP = 0.1  # g/dL: estimates are shown, classified and referred at HemoCue precision
 
 
 def agreement(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -26,12 +28,30 @@ def agreement(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def referral_margin(
+    y: np.ndarray,
+    pred: np.ndarray,
+    target: float = TARGET_SENSITIVITY,
+    cutoff: float = ANAEMIA_CUTOFF,
+) -> float:
+    """The smallest margin m >= 0 (a multiple of MARGIN_STEP, g/dL) such that referring every
+    estimate below cutoff + m refers at least `target` of the items with Hb < cutoff.
+    Callers pass out-of-fold predictions of the training data only (never a test fold)."""
+    pos = np.sort(np.round(np.asarray(pred)[np.asarray(y) < cutoff], 1))
+    if pos.size == 0:
+        return 0.0
+    kth = pos[int(np.ceil(target * pos.size)) - 1]
+    m = (np.floor((kth - cutoff) / MARGIN_STEP + 1e-6) + 1) * MARGIN_STEP
+    return round(max(float(m), 0.0), 2)
+
+
 def referral_operating_point(
-    y: np.ndarray, pred: np.ndarray, half_width: np.ndarray | float, cutoff: float = ANAEMIA_CUTOFF
+    y: np.ndarray, pred: np.ndarray, margin: np.ndarray | float, cutoff: float = ANAEMIA_CUTOFF
 ) -> dict[str, float]:
     """Sensitivity/specificity for Hb < cutoff of inference/advice.referral_for's rule: a blood
-    test (or urgent referral) whenever the interval's low end is below the cut-off."""
-    flagged = (pred - half_width) < cutoff
+    test (or urgent referral) whenever the shown estimate is below cutoff + margin. The 80%
+    interval rule is the same with margin = its half-width."""
+    flagged = np.round(pred, 1) < cutoff + np.asarray(margin)
     pos = y < cutoff
     return {
         "sensitivity": float((flagged & pos).sum() / max(pos.sum(), 1)),

@@ -16,7 +16,7 @@ def _f(v: Any) -> str:
 TARGETS = "MAE <= 1.25, r >= 0.60, AUC >= 0.85, sensitivity >= 0.85 with specificity >= 0.60"
 
 
-def _limits(cv: dict, op: dict, q80: float, report: dict | None) -> list[str]:
+def _limits(cv: dict, op: dict, report: dict | None) -> list[str]:
     """What the numbers mean for the product, from this training's CV and (if present) the
     last `hbscreen evaluate` report's analyses."""
     met = (
@@ -41,8 +41,8 @@ def _limits(cv: dict, op: dict, q80: float, report: dict | None) -> list[str]:
             f"{strict['cnn_pearson_r']:.2f})."
         ]
     out += [
-        f"With an 80% interval of +-{q80:.1f} g/dL the referral rule refers "
-        "nearly everyone for a blood test: the estimate adds little beyond that advice.",
+        f"At the operating point {op.get('referred_share', 0):.0%} of children are referred for "
+        "a blood test: the estimate triages, it does not replace the test.",
     ]
     return out
 
@@ -70,7 +70,8 @@ def write_model_card_md(
     cv, base = m["cv"], m["colour_baseline_same_folds"]
     iv = m["intervals"]
     extra = card.model_dump(mode="json")
-    op = extra.get("operating_point", {})
+    shipped = extra.get("operating_point", {})
+    op = shipped.get("nested_cv", {})
     seg_card = path.parent / "segmentation.json"
     seg = json.loads(seg_card.read_text("utf-8")) if seg_card.is_file() else None
     cal = card.calibration
@@ -93,7 +94,7 @@ def write_model_card_md(
         "- **Not validated** in pregnancy, in adults or in older children, nor on other phones,",
         "  light or capture protocols. The bot must say so to those groups.",
         "- The accuracy below is modest (see the numbers): a single estimate is not reliable;",
-        "  the referral rule leans on the interval (sensitivity first).",
+        "  the referral rule refers well above the cut-off (sensitivity first).",
         "",
         "## Data",
         "",
@@ -148,15 +149,19 @@ def write_model_card_md(
         f"+-{cal.q80:.2f} g/dL, 95% +-{cal.q95:.2f} g/dL. Cross-conformal coverage: 80% "
         f"{_f(iv['80']['coverage'])}, 95% {_f(iv['95']['coverage'])}.",
         "",
-        f"Operating point (shipped: the {int(op.get('interval', 0.8) * 100)}% interval, "
-        "referral when its low end is below 11 g/dL): sensitivity "
-        f"{_f(op.get('sensitivity'))}, specificity {_f(op.get('specificity'))}; with the 95% "
-        f"interval {_f(iv['95']['sensitivity'])} / {_f(iv['95']['specificity'])}. Kato 2024 "
-        "reported 0.20 / 0.99.",
+        "Operating point (card `calibration.referral_margin`): a blood test when the estimate",
+        f"is below the group's cut-off + {_f(shipped.get('margin_g_dl'))} g/dL, the margin "
+        f"chosen for sensitivity {shipped.get('target_sensitivity')} on out-of-fold",
+        "predictions of the training items. Nested CV (each fold's margin from its own inner",
+        f"folds), Hb < 11: sensitivity {_f(op.get('sensitivity'))}, specificity "
+        f"{_f(op.get('specificity'))}. Groups the model is not validated for use the wider of",
+        "the margin and the 80% half-width. The 80% interval rule alone would give "
+        f"{_f(iv['80']['sensitivity'])} / {_f(iv['80']['specificity'])}. Kato 2024 reported",
+        "0.20 / 0.99.",
         "",
         f"Training wall time of this step (CV + final model): {wall_s:.0f} s.",
         "",
-        *_limits(cv, op, cal.q80, report),
+        *_limits(cv, op, report),
     ]
     if seg:
         sm = seg.get("metrics", {}).get("held_out_renderings", {})

@@ -90,12 +90,15 @@ class MaskedFeatures(nn.Module):
             self.proj.weight.copy_((2 * inv * c)[:, :, None, None])
             self.proj.bias.copy_(-inv * (c * c).sum(1))
         self.register_buffer("inv", torch.tensor(inv))
+        # max(mean mask, floor) exports as Max with a constant (clamp_min would export a Clip
+        # whose bound onnx2torch cannot read, leaving the benchmark without an eager twin)
+        self.register_buffer("floor", torch.tensor(1e-3))
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         colour, mask = x[:, :-1], x[:, -1:]
         logits = self.proj(colour) - self.inv * (colour * colour).sum(1, keepdim=True)
-        scale = mask.mean(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        scale = torch.maximum(mask.mean(dim=(2, 3), keepdim=True), self.floor)
         return torch.exp(logits) * (mask / scale)
 
 
@@ -123,7 +126,8 @@ class HbNet(nn.Module):
 
 class HbWithHeatmap(nn.Module):
     """Export wrapper: hb in g/dL (de-standardised in the graph) and the CAM heatmap, signed,
-    in g/dL (its mean over the image is hb - y_mean - head bias * y_std)."""
+    in g/dL (its mean over the image is hb - y_mean - head bias * y_std). The features are
+    1x1 convolutions, so the heatmap is already at input resolution: no upsampling."""
 
     def __init__(self, net: HbNet, y_mean: float, y_std: float):
         super().__init__()
@@ -136,11 +140,7 @@ class HbWithHeatmap(nn.Module):
         z = self.net.head(f.mean(dim=(2, 3)))
         hb = z * self.y_std + self.y_mean
         w = self.net.head.weight.view(1, -1, 1, 1)
-        cam = nn.functional.conv2d(f, w) * self.y_std
-        cam = nn.functional.interpolate(
-            cam, size=(x.shape[-2], x.shape[-1]), mode="bilinear", align_corners=False
-        )
-        return hb, cam
+        return hb, nn.functional.conv2d(f, w) * self.y_std
 
 
 @dataclass
@@ -150,6 +150,9 @@ class TrainedRegressor:
     y_mean: float
     y_std: float
     alpha: float = 0.0
+    # Operating point: refer below cut-off + margin (g/dL), chosen on the inner out-of-fold
+    # predictions of this model's own training items (training/crossval.py select_and_fit).
+    referral_margin: float | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """N x C x H x W -> Hb in g/dL (the torch model; the ONNX graph computes the same)."""

@@ -59,9 +59,11 @@ def _figures(ev, summary: dict, out: Path, roc_points) -> dict[str, str]:
         fpr, tpr = roc_points(y, pred)
         auc = summary["regressor" if name == "regressor" else "colour_baseline"]["auc_hb_lt_11"]
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.2f})")
-    for lvl, mk in (("80", "o"), ("95", "s")):
+    for lvl, mk in (("80", "s"), ("95", "^")):
         op = summary["intervals"][lvl]
-        ax.plot(1 - op["specificity"], op["sensitivity"], mk, ms=9, label=f"referral rule, {lvl}%")
+        ax.plot(1 - op["specificity"], op["sensitivity"], mk, ms=7, label=f"{lvl}% interval rule")
+    op = summary["operating_point"]["regressor"]
+    ax.plot(1 - op["specificity"], op["sensitivity"], "o", ms=9, label="shipped operating point")
     ax.plot(1 - 0.99, 0.20, "x", color="k", ms=9, label="Kato 2024 (file-level)")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("1 - specificity")
@@ -124,7 +126,8 @@ def _figures(ev, summary: dict, out: Path, roc_points) -> dict[str, str]:
 def render_report(ev, summary: dict, out: Path, command: str, published: dict, roc_points) -> Path:
     figs = _figures(ev, summary, out, roc_points)
     r, b = summary["regressor"], summary["colour_baseline"]
-    iv, bi = summary["intervals"], summary["baseline_intervals"]
+    iv = summary["intervals"]
+    ops = summary["operating_point"]
     st = ev.policy_stats
     L: list[str] = []
     add = L.append
@@ -137,13 +140,16 @@ def render_report(ev, summary: dict, out: Path, command: str, published: dict, r
     )
     add(f"Split: {summary['split']}. Every number below is out of fold.\n")
     add("## Main table (same folds)\n")
-    add("| model | MAE | r | AUC Hb<11 | bias | 95% LoA | sens / spec (80% rule) |")
+    add("| model | MAE | r | AUC Hb<11 | bias | 95% LoA | sens / spec (operating point) |")
     add("|---|---|---|---|---|---|---|")
-    for name, a, ivs in (("Hb regressor (shipped ONNX)", r, iv), ("colour baseline", b, bi)):
+    for name, a, op in (
+        ("Hb regressor (shipped ONNX)", r, ops["regressor"]),
+        ("colour baseline", b, ops["colour_baseline"]),
+    ):
         add(
             f"| {name} | {_fmt(a['mae'])} | {_fmt(a['pearson_r'])} | {_fmt(a['auc_hb_lt_11'])} "
             f"| {_fmt(a['bias'])} | {_fmt(a['loa_low'])} to {_fmt(a['loa_high'])} | "
-            f"{_fmt(ivs['80']['sensitivity'])} / {_fmt(ivs['80']['specificity'])} |"
+            f"{_fmt(op['sensitivity'])} / {_fmt(op['specificity'])} |"
         )
     add(
         f"| Kato 2024 CNN / non-CNN (published, file-level) | - | {published['cnn_r']} / "
@@ -156,11 +162,24 @@ def render_report(ev, summary: dict, out: Path, command: str, published: dict, r
     )
     add(f"![predicted vs measured]({figs['pred']})\n")
     add(f"![Bland-Altman]({figs['ba']})\n")
-    add("## Intervals and the referral rule\n")
+    add("## The referral rule and the intervals\n")
+    rop, bop = ops["regressor"], ops["colour_baseline"]
+    add(
+        "The shipped rule (inference/advice.py `referral_for`): a blood test when the estimate "
+        "is below the cut-off + a margin, the margin chosen for sensitivity "
+        f"{ops['target_sensitivity']} (fixed in advance) on out-of-fold predictions of the "
+        "training items only: for the regressor, each outer fold's margin comes from its "
+        "model's inner folds (nested); for the baseline, from the other outer folds. Margins "
+        f"per fold (g/dL): regressor {rop['margins']}, baseline {bop['margins']}. Out of fold, "
+        f"the rule refers {_fmt(rop['referred_share'])} of children (sensitivity "
+        f"{_fmt(rop['sensitivity'])}, specificity {_fmt(rop['specificity'])}); the baseline "
+        f"{_fmt(bop['sensitivity'])} / {_fmt(bop['specificity'])}. Anything in the severe band "
+        "is urgent whatever the margin.\n"
+    )
     add(
         "Split-conformal half-widths; coverage is cross-conformal (each fold's half-width from "
-        "the other folds' residuals). The referral rule is inference/advice.py `referral_for`: "
-        "a blood test when the interval's low end is below 11 g/dL.\n"
+        "the other folds' residuals). Using an interval's low end as the rule instead (the "
+        "sensitivity-first rule for groups the model is not validated for):\n"
     )
     add("| interval | coverage | mean half-width | sensitivity | specificity | referred |")
     add("|---|---|---|---|---|---|")
@@ -172,9 +191,9 @@ def render_report(ev, summary: dict, out: Path, command: str, published: dict, r
         )
     sp = summary["spec_at_sens_0.85"]
     add(
-        "\nFor comparison, a plain threshold on the estimate reaching sensitivity 0.85 would "
-        f"give specificity {_fmt(sp['regressor'])} (regressor) / "
-        f"{_fmt(sp['colour_baseline'])} (baseline), read off the out-of-fold ROC.\n"
+        "\nFor comparison, the best threshold on the estimate reaching sensitivity 0.85, read "
+        "off the out-of-fold ROC with hindsight (not a deployable choice), gives specificity "
+        f"{_fmt(sp['regressor'])} (regressor) / {_fmt(sp['colour_baseline'])} (baseline).\n"
     )
     add(f"\n![ROC]({figs['roc']})\n")
     if "robustness" in summary:

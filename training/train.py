@@ -27,7 +27,6 @@ from .regressor import renormalise
 VERSION = "1.0.0"
 VALIDATED_GROUPS = ["child-6-23m", "child-24-59m"]
 REPORT_METRICS = Path(__file__).resolve().parents[1] / "reports" / "metrics.json"
-SHIPPED_INTERVAL = 0.8  # the interval the referral rule uses (inference/pipeline.py: i80)
 
 
 def train_regression(
@@ -68,7 +67,7 @@ def train_regression(
     s = ev.summary()
     cal = ev.calibration()
     ivs = interval_report(y, ev.reg.pred, ev.folds)
-    lvl = f"{round(SHIPPED_INTERVAL * 100)}"
+    ops = ev.operating_points()
     stats = ev.policy_stats
     metrics = {
         "split": s["split"],
@@ -110,18 +109,22 @@ def train_regression(
             "architecture": (
                 f"frozen 1x1-conv colour features ({model.cfg.centres} Gaussian colour centres, "
                 f"k-means) -> mask-weighted global average pooling -> linear head (ridge, "
-                f"alpha {model.alpha:.3g}); heatmap = head weights applied per pixel, bilinear "
-                "upsampling (align_corners=False), in the graph"
+                f"alpha {model.alpha:.3g}); heatmap = head weights applied per pixel (at input "
+                "resolution), in the graph"
             ),
             "colour_variant": name,
             "inner_cv_mae": {k: round(v, 4) for k, v in scores.items()},
-            "operating_point": {
-                "interval": SHIPPED_INTERVAL,
-                "cutoff_g_dl": 11.0,
-                "sensitivity": round(ivs[lvl]["sensitivity"], 4),
-                "specificity": round(ivs[lvl]["specificity"], 4),
-                "rule": "blood test if the interval's low end is below the cut-off",
-            },
+            "operating_point": _round(
+                {
+                    "rule": ops["rule"],
+                    "margin_g_dl": model.referral_margin,
+                    "target_sensitivity": ops["target_sensitivity"],
+                    "margin_chosen_on": "5-fold out-of-fold predictions of all training items",
+                    "cutoff_g_dl": 11.0,
+                    "nested_cv": ops["regressor"],
+                    "unvalidated_groups": "margin = max(margin, 80% half-width)",
+                }
+            ),
             "heatmap_units": "g/dL contribution per pixel-average (signed)",
             "limits": (
                 "Children 6-59 months in Ghana, one capture protocol. Not validated in "

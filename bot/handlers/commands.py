@@ -130,9 +130,12 @@ async def on_reminder(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 async def summary(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     person = await load_person(update, context)
+    svc = services(context)
     since = person.profile.get("session_started", 0)
-    records = [r for r in await services(context).store.records(person.h) if r["time"] >= since]
-    await update.effective_chat.send_message(messages.summary_text(records, person.lang))
+    records = [r for r in await svc.store.records(person.h) if r["time"] >= since]
+    await update.effective_chat.send_message(
+        messages.summary_text(records, person.lang, svc.settings.tz)
+    )
 
 
 def _cell(value: object) -> str:
