@@ -7,7 +7,9 @@ with the training's calibration; if int8 is shipped, pass the fp32 file (`--keep
 
     python benchmarks/bench_segmentation.py --data ../shared/data/cp-anemic [--fp32 PATH]
 
-Without --data, accuracy uses procedural conjunctivas (no dataset needed).
+Without --data, accuracy uses procedural conjunctivas (no dataset needed). It also prints the
+ceiling that the model's output resolution sets: the true masks, reduced to that resolution
+and put through the serving post-processing, scored against themselves.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import os
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from inference.modelcard import MODELS_DIR, load_card
+from inference.preprocess import segmentation_mask
 from training.render import render_example
 from training.segmentation import (
     evaluate_onnx,
+    iou_dice,
     latency_ms,
     load_cutouts,
     quantise_int8,
@@ -30,6 +35,19 @@ from training.segmentation import (
     split_by_group,
     synthetic_cutouts,
 )
+
+
+def resolution_ceiling(samples, out_hw: tuple[int, int], threshold: float) -> float:
+    """Mean IoU of perfect logits at the model's output resolution after segmentation_mask."""
+    ious = []
+    for photo, mask in samples:
+        truth = mask > (127 if mask.dtype == np.uint8 else 0.5)
+        small = cv2.resize(truth.astype(np.float32), out_hw[::-1], interpolation=cv2.INTER_AREA)
+        p = np.clip(small, 1e-4, 1 - 1e-4)
+        logits = np.log(p / (1 - p))[None, None]
+        pred = segmentation_mask(logits, photo.shape[:2], threshold) >= threshold
+        ious.append(iou_dice(pred, truth)[0])
+    return float(np.mean(ious))
 
 
 def main() -> int:
@@ -99,6 +117,11 @@ def main() -> int:
                 f"  {name:28s} IoU mean {m['iou_mean']:.4f} median {m['iou_median']:.4f}  "
                 f"Dice mean {m['dice_mean']:.4f}  IoU>=0.7: {m['share_iou_ge_0.7']:.1%}"
             )
+        import onnxruntime as ort
+
+        out_hw = tuple(ort.InferenceSession(str(shipped)).get_outputs()[0].shape[-2:])
+        ceiling = resolution_ceiling(samples, out_hw, card.threshold or 0.5)
+        print(f"  ceiling of the {out_hw[0]}x{out_hw[1]} output resolution: IoU mean {ceiling:.4f}")
     return 0
 
 
