@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from inference.errors import IntakeError  # noqa: E402
-from inference.intake import decode_image  # noqa: E402
-from inference.quality import assess  # noqa: E402
+from hbscreen.inference.errors import IntakeError  # noqa: E402
+from hbscreen.inference.intake import decode_image  # noqa: E402
+from hbscreen.inference.quality import assess  # noqa: E402
 from tests import malformed_files as mf  # noqa: E402
 from tests.test_quality import eye_photo  # noqa: E402
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inference import preprocess
-from inference.pipeline import Pipeline
+from hbscreen.inference import preprocess
+from hbscreen.inference.pipeline import Pipeline
 
 SIZES = (640, 1280, 4000)
 
@@ -54,7 +54,7 @@ def bench_stages(pipeline: Pipeline, data: bytes, reps: int) -> dict[str, list[f
 
 
 def model_inputs(pipeline: Pipeline, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    from inference.intake import decode_image
+    from hbscreen.inference.intake import decode_image
 
     rgb = decode_image(data).rgb
     seg_x = preprocess.segmentation_input(rgb, pipeline.segmenter.card.preprocessing)
@@ -91,7 +91,7 @@ def bench_torch(pipeline: Pipeline, models_dir: Path, data: bytes, threads: int,
         return
     from dequantize import dequantized, is_quantized  # beside this script (sys.path[0])
 
-    from inference.pipeline import make_session
+    from hbscreen.inference.pipeline import make_session
 
     torch.set_num_threads(threads)
     inputs = dict(zip(("segmentation", "regression"), model_inputs(pipeline, data), strict=True))

@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.queue.base import Job, QueueBusy  # noqa: E402
-from inference.queue.redis_streams import RedisStreamsQueue  # noqa: E402
+from hbscreen.inference.queue.base import Job, QueueBusy  # noqa: E402
+from hbscreen.inference.queue.redis_streams import RedisStreamsQueue  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 GROUP = "child-24-59m"
@@ -52,7 +52,7 @@ def cpu_s(pid: int | None = None) -> float:
 
 
 def spawn(url: str, cores: str | None, process: str | None, models: Path | None):
-    cmd = [sys.executable, "-m", "inference.worker", "--redis", url]
+    cmd = [sys.executable, "-m", "hbscreen.inference.worker", "--redis", url]
     if process:
         cmd += ["--process", process]
     if models:

@@ -22,10 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inference.modelcard import MODELS_DIR, load_card
-from inference.preprocess import segmentation_mask
-from training.render import render_example
-from training.segmentation import (
+from hbscreen.inference.modelcard import MODELS_DIR, load_card
+from hbscreen.inference.preprocess import segmentation_mask
+from hbscreen.training.render import render_example
+from hbscreen.training.segmentation import (
     evaluate_onnx,
     iou_dice,
     latency_ms,

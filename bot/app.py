@@ -13,8 +13,8 @@ from telegram import Update
 from telegram.constants import ParseMode
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults
 
+from hbscreen.inference.queue.base import JobQueue
 from hbscreen.settings import Settings, get_settings
-from inference.queue.base import JobQueue
 
 from .conversation import register_handlers
 from .delivery import run_delivery
@@ -98,7 +98,7 @@ async def _post_shutdown(application: Application) -> None:
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM): polling without HBSCREEN_WEBHOOK_URL, a
     webhook with it; /healthz, /readyz and /metrics are served in both modes."""
-    from inference.queue.factory import make_queue
+    from hbscreen.inference.queue.factory import make_queue
 
     from .webhook import make_web_app
 

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from telegram.error import Forbidden, TelegramError
 from telegram.ext import Application
 
-from inference.queue.base import JobOutcome
-from inference.result import ScreeningResult
+from hbscreen.inference.queue.base import JobOutcome
+from hbscreen.inference.result import ScreeningResult
 
 from . import keyboards, messages, metrics
 from .i18n import t

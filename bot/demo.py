@@ -1,9 +1,10 @@
 """`hbscreen demo-chat`: the whole product in one process, without a Telegram token.
 
-The real bot (`bot.app.build_application`), the in-process queue with a worker running the real
-models, and the Bot API stand-in (`bot.standin`) run on one event loop. A scripted person (or
-you, with --interactive) talks to the bot through the stand-in over real HTTP; the conversation
-prints to the terminal, and every image or file the bot sends is saved under --out.
+The real bot (`hbscreen.bot.app.build_application`), the in-process queue with a worker
+running the real models, and the Bot API stand-in (`hbscreen.bot.standin`) run on one event
+loop. A scripted person (or you, with --interactive) talks to the bot through the stand-in
+over real HTTP; the conversation prints to the terminal, and every image or file the bot sends
+is saved under --out.
 
 A script is one step per line (see DEFAULT_SCRIPT):
     /start [payload]      a command (anything starting with "/")
@@ -42,8 +43,8 @@ from .standin import (
 )
 
 if TYPE_CHECKING:
+    from hbscreen.inference.worker import Process
     from hbscreen.settings import Settings
-    from inference.worker import Process
 
 REPO = Path(__file__).resolve().parent.parent
 # The committed example: beside the package in a checkout, or under the current folder when
@@ -336,11 +337,11 @@ async def run_demo(
 ) -> int:
     """Run the demo; 0 when the script (or the session) ended normally, 1 when a step failed,
     2 when the models cannot be loaded."""
-    from bot.app import build_application
-    from inference.queue.factory import make_queue
+    from hbscreen.bot.app import build_application
+    from hbscreen.inference.queue.factory import make_queue
 
     if process is None:  # load the models first: a missing model fails here, clearly
-        from inference.worker import pipeline_process
+        from hbscreen.inference.worker import pipeline_process
 
         try:
             process = await asyncio.get_running_loop().run_in_executor(

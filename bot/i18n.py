@@ -7,10 +7,10 @@ and ``}}``. Placeholders are filled after translation, so a translator can move 
 
 Update the catalogues after changing messages (extract, update, fill English, compile)::
 
-    python -m bot.i18n --update      # then translate the new entries in bot/locale/*/*.po
-    python -m bot.i18n --compile     # after editing translations
-    python -m bot.i18n --check       # exit 1 if anything is missing, fuzzy or stale
-    python -m bot.i18n --render out.txt   # every message in every language, for reading
+    python -m hbscreen.bot.i18n --update      # then translate the new entries in bot/locale/*/*.po
+    python -m hbscreen.bot.i18n --compile     # after editing translations
+    python -m hbscreen.bot.i18n --check       # exit 1 if anything is missing, fuzzy or stale
+    python -m hbscreen.bot.i18n --render out.txt   # every message in every language, for reading
 
 Counts use ``tn(lang, singular, plural, n)``; numbers and dates use ``fmt_number`` and
 ``fmt_date`` so they read the way each locale writes them.
@@ -179,7 +179,7 @@ def commands_for(lang: str | None, *, admin: bool = False) -> list[tuple[str, st
 
 
 # ---------------------------------------------------------------------------------------------
-# Catalogue maintenance: python -m bot.i18n --update | --compile | --check
+# Catalogue maintenance: python -m hbscreen.bot.i18n --update | --compile | --check
 
 
 def _pybabel(*args: str) -> None:
@@ -329,7 +329,9 @@ def _check() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.i18n", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hbscreen.bot.i18n", description=__doc__.split("\n")[0]
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--update", action="store_true", help="extract, update .po, compile")
     group.add_argument("--compile", action="store_true", help="compile .po into .mo")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from datetime import datetime, timezone, tzinfo
 
-from inference.result import ScreeningResult
+from hbscreen.inference.result import ScreeningResult
 
 from .i18n import N_, fmt_date, fmt_number, t, tn
 

@@ -11,8 +11,8 @@ from typing import Any
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from hbscreen.inference.queue.base import JobQueue
 from hbscreen.settings import Settings
-from inference.queue.base import JobQueue
 
 from .i18n import pick_language
 from .storage import KeyRing, Store, derive_key

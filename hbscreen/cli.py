@@ -33,7 +33,7 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    from inference.worker import main as worker_main
+    from hbscreen.inference.worker import main as worker_main
 
     from .settings import get_settings
 
@@ -68,7 +68,7 @@ def _add_bot(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bot(args: argparse.Namespace) -> int:
-    from bot.app import run_bot
+    from hbscreen.bot.app import run_bot
 
     from .settings import get_settings
 
@@ -115,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_screen(sub)
     _add_worker(sub)
     _add_bot(sub)
-    _add_optional(sub, "bot.demo", "add_demo_parser", "demo-chat")
-    _add_optional(sub, "training.cli", "add_train_parser", "train")
-    _add_optional(sub, "training.cli", "add_evaluate_parser", "evaluate")
+    _add_optional(sub, "hbscreen.bot.demo", "add_demo_parser", "demo-chat")
+    _add_optional(sub, "hbscreen.training.cli", "add_train_parser", "train")
+    _add_optional(sub, "hbscreen.training.cli", "add_evaluate_parser", "evaluate")
     return parser
 
 

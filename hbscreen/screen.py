@@ -8,8 +8,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
-from inference.result import ErrorInfo, ScreeningResult
+from hbscreen.inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
+from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
@@ -121,7 +121,7 @@ def _heatmap_path(out: Path, path: Path, index: int, total: int) -> Path:
 
 
 def screen_local(args: argparse.Namespace, inputs: list[Path]) -> Iterator[ScreeningResult]:
-    from inference.pipeline import Pipeline
+    from hbscreen.inference.pipeline import Pipeline
 
     pipeline = Pipeline.shared(args.models, args.threads)
     for i, path in enumerate(inputs):
@@ -139,12 +139,12 @@ def screen_local(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scree
 def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[ScreeningResult]:
     import asyncio
 
-    from inference.queue.batch import screen_via_queue
+    from hbscreen.inference.queue.batch import screen_via_queue
 
     results: list[ScreeningResult] = []
 
     async def go() -> None:
-        from inference.queue.factory import make_queue
+        from hbscreen.inference.queue.factory import make_queue
 
         queue = make_queue(args.queue)
         try:

@@ -2,6 +2,3 @@
 
 Nothing in this package imports torch: workers ship with onnxruntime, opencv and numpy.
 """
-
-__all__ = ["__version__"]
-__version__ = "0.1.0"

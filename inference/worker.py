@@ -284,7 +284,7 @@ def _load_process(spec: str) -> Process:
     return getattr(importlib.import_module(module), name)
 
 
-if __name__ == "__main__":  # python -m inference.worker (tests, benchmarks)
+if __name__ == "__main__":  # python -m hbscreen.inference.worker (tests, benchmarks)
     from hbscreen.settings import Settings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

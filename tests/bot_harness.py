@@ -12,11 +12,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.app import build_application
-from bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
-from bot.storage import make_store
+from hbscreen.bot.app import build_application
+from hbscreen.bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
+from hbscreen.bot.storage import make_store
+from hbscreen.inference.queue.factory import make_queue
 from hbscreen.settings import Settings
-from inference.queue.factory import make_queue
 from tests.synthetic import synthetic_jpeg
 
 HASH_KEY = "test-hash-key-not-a-secret"
@@ -58,7 +58,7 @@ async def running_bot(settings: Settings) -> AsyncIterator[dict]:
 async def real_worker(settings: Settings, models_dir: Path | None) -> AsyncIterator[None]:
     """A worker with the real pipeline (ONNX models from models_dir) on the Redis queue, in
     this event loop (the models run in its thread pool)."""
-    from inference.worker import pipeline_process, serve
+    from hbscreen.inference.worker import pipeline_process, serve
 
     if os.environ.get("HBSCREEN_TEST_FAKE_PIPELINE"):  # bot development only, never in CI
         process = _fake_process

@@ -1,7 +1,7 @@
 """A throwaway redis-server for tests: free port, tmp dir, AOF on, restartable.
 
 Also the processing stand-ins that queue tests run in worker subprocesses
-(`python -m inference.worker --process tests.redis_server:slow_process`).
+(`python -m hbscreen.inference.worker --process tests.redis_server:slow_process`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.queue.base import Job
-from inference.result import ErrorInfo, ScreeningResult
+from hbscreen.inference.queue.base import Job
+from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 REDIS_SERVER = shutil.which("redis-server")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.advice import (
+from hbscreen.inference.advice import (
     GROUPS,
     category_for,
     cutoffs_for,
@@ -13,7 +13,7 @@ from inference.advice import (
     referral_margin,
     who_table,
 )
-from inference.modelcard import Calibration
+from hbscreen.inference.modelcard import Calibration
 
 # (group, anaemia_below, moderate_below, severe_below) from shared/docs/who-anaemia-2024.md
 WHO_2024 = [

@@ -12,8 +12,8 @@ import io
 
 import pytest
 
-from bot.i18n import t
-from bot.messages import not_validated_text, photo_guide_text
+from hbscreen.bot.i18n import t
+from hbscreen.bot.messages import not_validated_text, photo_guide_text
 from tests.bot_harness import (
     bot_settings,
     buttons_of,
@@ -258,8 +258,8 @@ async def test_reminder_is_sent_when_due_and_stop_cancels_it(standin, redis_url,
 async def test_photo_guide_is_one_image_with_the_steps_in_every_language(
     standin, redis_url, tmp_path, monkeypatch
 ):
-    from bot.handlers import flow
-    from bot.i18n import LANGUAGES
+    from hbscreen.bot.handlers import flow
+    from hbscreen.bot.i18n import LANGUAGES
 
     guide_image = flow.PHOTO_GUIDE
     if not guide_image.exists():  # the shipped asset when present, else a stand-in picture

@@ -10,8 +10,8 @@ import logging
 import pytest
 import redis.asyncio as aioredis
 
-from bot.i18n import t
-from bot.messages import ERROR_TEXT
+from hbscreen.bot.i18n import t
+from hbscreen.bot.messages import ERROR_TEXT
 from tests.bot_harness import (
     HASH_KEY,
     bot_settings,
@@ -282,7 +282,7 @@ async def test_nothing_personal_or_secret_in_the_logs(
 
 @pytest.mark.parametrize("lang", ["en", "hi"])
 async def test_a_bad_photo_gets_specific_retake_hints(standin, redis_url, models_dir, lang):
-    from bot.messages import RETAKE_GENERIC, RETAKE_HINTS
+    from hbscreen.bot.messages import RETAKE_GENERIC, RETAKE_HINTS
 
     settings = bot_settings(standin, redis_url)
     async with running_bot(settings), real_worker(settings, models_dir):

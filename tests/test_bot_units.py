@@ -10,14 +10,14 @@ import itertools
 import pytest
 from telegram import Document
 
-from bot import messages
-from bot.handlers.commands import records_csv
-from bot.handlers.flow import looks_like_a_name
-from bot.handlers.photo import is_image_document
-from bot.i18n import LANGUAGES, fmt_number, t
-from bot.storage import KeyRing, MemoryStore, RedisStore
-from inference.advice import GROUPS, cutoffs_for
-from inference.result import ErrorInfo, Quality, QualityCheck, ScreeningResult
+from hbscreen.bot import messages
+from hbscreen.bot.handlers.commands import records_csv
+from hbscreen.bot.handlers.flow import looks_like_a_name
+from hbscreen.bot.handlers.photo import is_image_document
+from hbscreen.bot.i18n import LANGUAGES, fmt_number, t
+from hbscreen.bot.storage import KeyRing, MemoryStore, RedisStore
+from hbscreen.inference.advice import GROUPS, cutoffs_for
+from hbscreen.inference.result import ErrorInfo, Quality, QualityCheck, ScreeningResult
 
 QUALITY_CODES = [
     "conjunctiva_not_found",
@@ -183,7 +183,7 @@ def test_each_quality_failure_has_its_own_retake_hint(lang):
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_other_messages_render(lang):
-    from inference.errors import ErrorCode
+    from hbscreen.inference.errors import ErrorCode
 
     for code in ErrorCode:
         assert messages.error_text(code.value, lang)

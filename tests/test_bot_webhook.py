@@ -9,8 +9,8 @@ import contextlib
 import aiohttp
 import pytest
 
-from bot.app import serve
-from bot.i18n import t
+from hbscreen.bot.app import serve
+from hbscreen.bot.i18n import t
 from tests.bot_harness import (
     bot_settings,
     buttons_of,

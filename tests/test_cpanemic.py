@@ -9,8 +9,8 @@ import numpy as np
 import openpyxl
 import pytest
 
-from training.cpanemic import DatasetError, load_cpanemic, parse_age_months
-from training.folds import (
+from hbscreen.training.cpanemic import DatasetError, load_cpanemic, parse_age_months
+from hbscreen.training.folds import (
     apply_label_policy,
     assert_group_disjoint,
     conformal_quantile,

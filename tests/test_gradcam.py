@@ -14,8 +14,8 @@ pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from training.export import INPUT_NAME, export_onnx  # noqa: E402
-from training.regressor import HbNet, RegressorConfig, TrainedRegressor  # noqa: E402
+from hbscreen.training.export import INPUT_NAME, export_onnx  # noqa: E402
+from hbscreen.training.regressor import HbNet, RegressorConfig, TrainedRegressor  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[1] / "inference" / "models"
 
@@ -85,8 +85,8 @@ def _torch_from_onnx(path: Path) -> HbNet:
 @pytest.mark.skipif(not (MODELS / "regression.onnx").is_file(), reason="no shipped model")
 def test_shipped_model_heatmap_equals_gradcam() -> None:
     """The shipped graph on a conjunctiva-like crop made by inference's own preprocessing."""
-    from inference.modelcard import load_card
-    from inference.preprocess import regression_input
+    from hbscreen.inference.modelcard import load_card
+    from hbscreen.inference.preprocess import regression_input
 
     from .test_cpanemic import fake_cutout
 

@@ -19,8 +19,8 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from bot import i18n
-from bot.i18n import (
+from hbscreen.bot import i18n
+from hbscreen.bot.i18n import (
     ADMIN_COMMANDS,
     COMMANDS,
     DEFAULT_LANGUAGE,
@@ -171,7 +171,7 @@ def test_template_matches_the_code(tmp_path):
     i18n.extract(fresh)
     current, extracted = _ids(_pot()), _ids(_read_po(fresh))
     assert extracted == current, (
-        "bot/locale/messages.pot is stale; run `python -m bot.i18n --update`.\n"
+        "bot/locale/messages.pot is stale; run `python -m hbscreen.bot.i18n --update`.\n"
         f"new in code: {sorted(extracted - current)}\nonly in .pot: {sorted(current - extracted)}"
     )
 
@@ -189,8 +189,8 @@ def test_catalogue_is_complete(lang):
             problems.append(f"fuzzy: {source.id!r}")
         if not all(s.strip() for s in _strings(message)):
             problems.append(f"untranslated: {source.id!r}")
-    assert not problems, f"{lang}: run `python -m bot.i18n --update` and translate:\n" + "\n".join(
-        problems
+    assert not problems, (
+        f"{lang}: run `python -m hbscreen.bot.i18n --update` and translate:\n" + "\n".join(problems)
     )
 
 
@@ -278,10 +278,12 @@ def test_compiled_catalogue_is_current(lang):
     buffer.seek(0)
     fresh = gettext.GNUTranslations(buffer)
     mo = _po_path(lang).with_suffix(".mo")
-    assert mo.exists(), f"{mo} missing; run `python -m bot.i18n --compile`"
+    assert mo.exists(), f"{mo} missing; run `python -m hbscreen.bot.i18n --compile`"
     with mo.open("rb") as fh:
         shipped = gettext.GNUTranslations(fh)
-    assert shipped._catalog == fresh._catalog, f"{mo} is stale; run `python -m bot.i18n --compile`"
+    assert shipped._catalog == fresh._catalog, (
+        f"{mo} is stale; run `python -m hbscreen.bot.i18n --compile`"
+    )
 
 
 # --- rendering -------------------------------------------------------------------------------

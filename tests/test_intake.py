@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from inference.errors import ErrorCode, IntakeError
-from inference.intake import MAX_BYTES, DecodedImage, decode_image
+from hbscreen.inference.errors import ErrorCode, IntakeError
+from hbscreen.inference.intake import MAX_BYTES, DecodedImage, decode_image
 from tests import malformed_files as mf
 
 

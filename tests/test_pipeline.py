@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.pipeline import Pipeline
+from hbscreen.inference.pipeline import Pipeline
 from tests.synthetic import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.quality import CHECK_CODES, RULES, assess, measure, rules_for
-from inference.result import Quality
+from hbscreen.inference.quality import CHECK_CODES, RULES, assess, measure, rules_for
+from hbscreen.inference.result import Quality
 
 CP_ANEMIC = Path(
     os.environ.get(
@@ -367,10 +367,10 @@ def test_cp_anemic_cutouts_pass_at_least_97_percent() -> None:
 
 
 def test_rendered_photo_passes_if_renderer_available() -> None:
-    render = pytest.importorskip("training.render")
+    render = pytest.importorskip("hbscreen.training.render")
     fn = getattr(render, "render_eye_photo", None)
     if fn is None:
-        pytest.skip("training.render has no render_eye_photo")
+        pytest.skip("hbscreen.training.render has no render_eye_photo")
     rng = np.random.default_rng(7)
     rgb, mask = fn(
         rng,

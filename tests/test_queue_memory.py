@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from hbscreen.inference.queue.base import Job, JobQueue, JobSource, QueueBusy
+from hbscreen.inference.queue.batch import screen_via_queue
+from hbscreen.inference.queue.factory import make_queue
+from hbscreen.inference.queue.memory import MemoryQueue
 from hbscreen.settings import Settings
-from inference.queue.base import Job, JobQueue, JobSource, QueueBusy
-from inference.queue.batch import screen_via_queue
-from inference.queue.factory import make_queue
-from inference.queue.memory import MemoryQueue
 from tests.redis_server import model_failed_process, noop_process, slow_process
 from tests.synthetic import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models

@@ -2,7 +2,7 @@
 
 The `redis_server` fixture (tests/redis_server.py, via conftest) gives each test its own
 server. Workers run either in-process (`serve` as a task) or as real subprocesses
-(`python -m inference.worker`) that the tests kill -9 or SIGTERM.
+(`python -m hbscreen.inference.worker`) that the tests kill -9 or SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from inference.metrics import WorkerMetrics
-from inference.queue.base import Job, JobOutcome, QueueBusy
-from inference.queue.redis_streams import RedisStreamsQueue
-from inference.worker import serve
+from hbscreen.inference.metrics import WorkerMetrics
+from hbscreen.inference.queue.base import Job, JobOutcome, QueueBusy
+from hbscreen.inference.queue.redis_streams import RedisStreamsQueue
+from hbscreen.inference.worker import serve
 from tests.redis_server import (
     RedisServer,
     model_failed_process,
@@ -98,7 +98,15 @@ def spawn_worker(server: RedisServer, process: str, **env: str) -> subprocess.Po
         "PYTHONPATH": str(ROOT),
     }
     e |= env
-    cmd = [sys.executable, "-m", "inference.worker", "--redis", server.url, "--process", process]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hbscreen.inference.worker",
+        "--redis",
+        server.url,
+        "--process",
+        process,
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

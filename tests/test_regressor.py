@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from inference.preprocess import regression_input  # noqa: E402
-from training.export import INPUT_NAME, check_onnx, export_onnx  # noqa: E402
-from training.regressor import (  # noqa: E402
+from hbscreen.inference.preprocess import regression_input  # noqa: E402
+from hbscreen.training.export import INPUT_NAME, check_onnx, export_onnx  # noqa: E402
+from hbscreen.training.regressor import (  # noqa: E402
     RegressorConfig,
     build_inputs,
     cutout_crop,

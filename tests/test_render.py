@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.degrade import (
+from hbscreen.training.degrade import (
     add_noise,
     cheap_phone,
     downscale_long_side,
@@ -13,7 +13,7 @@ from training.degrade import (
     jpeg_roundtrip,
     scale_brightness,
 )
-from training.render import procedural_conjunctiva, render_eye_photo
+from hbscreen.training.render import procedural_conjunctiva, render_eye_photo
 
 
 def test_procedural_conjunctiva_is_a_soft_crescent():

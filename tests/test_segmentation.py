@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from inference.modelcard import MODELS_DIR, load_card
-from training.annotated_photos import AnnotatedPhotoError, load_annotated_photos
+from hbscreen.inference.modelcard import MODELS_DIR, load_card
+from hbscreen.training.annotated_photos import AnnotatedPhotoError, load_annotated_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def _session(path: Path) -> ort.InferenceSession:
 @pytest.mark.train
 def test_smoke_training_writes_a_valid_model(tmp_path):
     pytest.importorskip("torch")
-    from training.segmentation import train_segmentation
+    from hbscreen.training.segmentation import train_segmentation
 
     t0 = time.perf_counter()
     metrics = train_segmentation(
@@ -58,7 +58,7 @@ def test_smoke_training_writes_a_valid_model(tmp_path):
 
 def test_smoke_training_is_deterministic(tmp_path):
     pytest.importorskip("torch")
-    from training.segmentation import train_segmentation
+    from hbscreen.training.segmentation import train_segmentation
 
     kw = dict(steps=2, progress=False, size=64, batch=2, n_train=4, n_eval=1, quantise=False)
     a = train_segmentation(None, tmp_path / "a", **kw)
@@ -72,8 +72,8 @@ def test_smoke_training_is_deterministic(tmp_path):
 def test_shipped_model_finds_the_conjunctiva_in_the_example():
     if not (MODELS_DIR / "segmentation.onnx").is_file():
         pytest.skip("no shipped segmentation model")
-    from inference.preprocess import segmentation_input, segmentation_mask
-    from training.render import render_example
+    from hbscreen.inference.preprocess import segmentation_input, segmentation_mask
+    from hbscreen.training.render import render_example
 
     card = load_card("segmentation")
     sess = _session(MODELS_DIR / card.file)

@@ -34,7 +34,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.standin import (
+from hbscreen.bot.standin import (
     BotAPIStandIn,
     ConversationTimeout,
     parse_html,
@@ -470,7 +470,7 @@ def eyelid_photo(tmp_path):
 
 @pytest.mark.slow
 async def test_demo_chat_scripted_journey(tiny_models, eyelid_photo, tmp_path) -> None:
-    from bot.demo import DEFAULT_SCRIPT, parse_script, run_demo
+    from hbscreen.bot.demo import DEFAULT_SCRIPT, parse_script, run_demo
 
     out = tmp_path / "demo-out"
     lines: list[str] = []
@@ -494,7 +494,7 @@ async def test_demo_chat_scripted_journey(tiny_models, eyelid_photo, tmp_path) -
 
 @pytest.mark.slow
 async def test_demo_chat_interactive(tiny_models, tmp_path, monkeypatch) -> None:
-    from bot.demo import run_demo
+    from hbscreen.bot.demo import run_demo
 
     monkeypatch.setattr("sys.stdin", io.StringIO("/start\n1\n9\n/photo /no/such.jpg\n/quit\n"))
     lines: list[str] = []
@@ -509,7 +509,7 @@ async def test_demo_chat_interactive(tiny_models, tmp_path, monkeypatch) -> None
 
 
 def test_demo_script_format() -> None:
-    from bot.demo import parse_script
+    from hbscreen.bot.demo import parse_script
 
     steps = parse_script("# hi\n/start camp1\ntap?: danger:no\nphoto: a.jpg\nwait: text Hb\n")
     assert [(s.kind, s.arg) for s in steps] == [
@@ -523,7 +523,7 @@ def test_demo_script_format() -> None:
 async def test_the_bots_own_webhook_server(standin: BotAPIStandIn, tiny_models) -> None:
     """`hbscreen bot` in webhook mode (bot.app.serve) behind the stand-in: updates arrive by
     POST with the secret header; a POST without it is refused."""
-    from bot.app import serve
+    from hbscreen.bot.app import serve
     from hbscreen.settings import Settings
 
     port = free_port()

@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from inference.modelcard import load_card  # noqa: E402
-from inference.pipeline import Pipeline  # noqa: E402
-from training.crossval import onnx_predict  # noqa: E402
-from training.regressor import build_inputs  # noqa: E402
-from training.train import train_regression  # noqa: E402
+from hbscreen.inference.modelcard import load_card  # noqa: E402
+from hbscreen.inference.pipeline import Pipeline  # noqa: E402
+from hbscreen.training.crossval import onnx_predict  # noqa: E402
+from hbscreen.training.regressor import build_inputs  # noqa: E402
+from hbscreen.training.train import train_regression  # noqa: E402
 
 from .test_cpanemic import make_fake_cpanemic  # noqa: E402
 from .tiny_models import build_tiny_models  # noqa: E402
@@ -49,7 +49,7 @@ def test_screen_cutout_equals_evaluation_path(trained) -> None:
     data, models = trained
     card = load_card("regression", models)
     pipe = Pipeline(models)
-    from training.cpanemic import load_cpanemic
+    from hbscreen.training.cpanemic import load_cpanemic
 
     samples = load_cpanemic(data)[:5]
     x = build_inputs([s.rgba for s in samples], _cfg_from_card(card))
@@ -59,7 +59,7 @@ def test_screen_cutout_equals_evaluation_path(trained) -> None:
         assert result.ok, result.error
         assert result.hb_g_dl == pytest.approx(round(expected, 1), abs=1e-6)
         assert jpeg is not None
-        from inference import intake
+        from hbscreen.inference import intake
 
         img = intake.decode_image(s.path.read_bytes(), keep_alpha=True, min_side=24)
         hb, _cam, _ = pipe.estimate(img.rgb, img.alpha.astype(np.float32) / 255.0)
@@ -67,7 +67,7 @@ def test_screen_cutout_equals_evaluation_path(trained) -> None:
 
 
 def _cfg_from_card(card):
-    from training.regressor import RegressorConfig
+    from hbscreen.training.regressor import RegressorConfig
 
     pre = card.preprocessing
     return RegressorConfig(
@@ -81,7 +81,7 @@ def _cfg_from_card(card):
 
 
 def test_referral_margin_reaches_the_target_sensitivity_on_the_data_it_is_chosen_on() -> None:
-    from training.metrics import referral_margin, referral_operating_point
+    from hbscreen.training.metrics import referral_margin, referral_operating_point
 
     rng = np.random.default_rng(0)
     y = rng.uniform(6, 15, 400)
@@ -97,7 +97,7 @@ def test_referral_margin_reaches_the_target_sensitivity_on_the_data_it_is_chosen
 def test_cli_parsers_register() -> None:
     import argparse
 
-    from training.cli import add_evaluate_parser, add_train_parser
+    from hbscreen.training.cli import add_evaluate_parser, add_train_parser
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()
@@ -122,7 +122,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "inference" / "models"
     reason="needs the CP-AnemiC copy and the shipped models",
 )
 def test_shipped_model_screen_cutout_equals_evaluation_on_real_cutouts() -> None:
-    from training.cpanemic import load_cpanemic
+    from hbscreen.training.cpanemic import load_cpanemic
 
     card = load_card("regression", SHIPPED)
     pipe = Pipeline(SHIPPED)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from hbscreen.inference.jsonlog import JsonFormatter
+from hbscreen.inference.pipeline import Pipeline
+from hbscreen.inference.queue.base import Job
+from hbscreen.inference.queue.batch import screen_via_queue
+from hbscreen.inference.queue.factory import make_queue
+from hbscreen.inference.queue.redis_streams import RedisStreamsQueue
+from hbscreen.inference.worker import pipeline_process, run_worker, serve
 from hbscreen.settings import Settings
-from inference.jsonlog import JsonFormatter
-from inference.pipeline import Pipeline
-from inference.queue.base import Job
-from inference.queue.batch import screen_via_queue
-from inference.queue.factory import make_queue
-from inference.queue.redis_streams import RedisStreamsQueue
-from inference.worker import pipeline_process, run_worker, serve
 from tests.redis_server import RedisServer, free_port, noop_process
 from tests.test_pipeline import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
@@ -75,7 +75,7 @@ async def test_worker_process_with_real_pipeline_metrics_and_clean_logs(
 ) -> None:
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT), "HBSCREEN_HEARTBEAT_S": "0.2"}
-    cmd = [sys.executable, "-m", "inference.worker", "--redis", redis_server.url]
+    cmd = [sys.executable, "-m", "hbscreen.inference.worker", "--redis", redis_server.url]
     cmd += ["--models", str(tiny_dir), "--metrics-port", str(port)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -8,7 +8,7 @@ Layout (as distributed; one or more country folders are fine):
 
 Subject folders may also sit directly under ROOT with the sheet beside them. Masks named
 `*_forniceal*.png` (other regions) are ignored. Users who have such photos can train the
-segmentation model on them (`python -m training.segmentation --photos ROOT`).
+segmentation model on them (`python -m hbscreen.training.segmentation --photos ROOT`).
 """
 
 from __future__ import annotations

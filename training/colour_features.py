@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
-from inference.preprocess import glare_mask
+from hbscreen.inference.preprocess import glare_mask
 
 
 def masked_pixels(rgb: np.ndarray, alpha01: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.preprocess import regression_input
+from hbscreen.inference.preprocess import regression_input
 
 from .colour_features import colour_features, fit_baseline
 from .export import INPUT_NAME, export_onnx

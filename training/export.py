@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.modelcard import Calibration, ModelCard, TensorSpec
+from hbscreen.inference.modelcard import Calibration, ModelCard, TensorSpec
 
 from .regressor import TrainedRegressor
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from inference.modelcard import ModelCard
+from hbscreen.inference.modelcard import ModelCard
 
 
 def _f(v: Any) -> str:

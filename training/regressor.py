@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.modelcard import Preprocessing
-from inference.preprocess import crop_box, regression_input
+from hbscreen.inference.modelcard import Preprocessing
+from hbscreen.inference.preprocess import crop_box, regression_input
 
 
 @dataclass

@@ -699,8 +699,8 @@ def render_eye_photo(
 # committed examples (fully synthetic: procedural conjunctiva, no dataset pixels)
 
 # name -> (seed, keyword arguments of render_eye_photo); regenerate with
-# `python -m training.render --examples`. tests/test_segmentation.py re-renders eyelid.jpg's
-# mask from the same entry.
+# `python -m hbscreen.training.render --examples`. tests/test_segmentation.py re-renders
+# eyelid.jpg's mask from the same entry.
 EXAMPLES: dict[str, tuple[int, dict]] = {
     "eyelid": (
         11,

@@ -32,8 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from inference.modelcard import ModelCard, Preprocessing, TensorSpec
-from inference.preprocess import segmentation_input, segmentation_mask, shrink
+from hbscreen.inference.modelcard import ModelCard, Preprocessing, TensorSpec
+from hbscreen.inference.preprocess import segmentation_input, segmentation_mask, shrink
 
 from .render import procedural_conjunctiva, render_eye_photo
 
@@ -75,7 +75,7 @@ def preprocessing(size: int = 256) -> Preprocessing:
         colour="rgb",
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375],
-        resize="inference.preprocess.shrink (pyrDown while >= 2x, then cv2.INTER_AREA)",
+        resize="hbscreen.inference.preprocess.shrink (pyrDown while >= 2x, then cv2.INTER_AREA)",
     )
 
 

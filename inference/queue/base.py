@@ -6,7 +6,7 @@ beside the job, never inside the result.
 Two sides:
 - `JobQueue`, the submitter's side (bot, batch CLI): submit, cancel, outcomes, delivery claim.
 - `JobSource`, the worker's side: take jobs, finish them, retry or hand them back. The worker
-  loop in `inference.worker` runs against either implementation.
+  loop in `hbscreen.inference.worker` runs against either implementation.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The in-process queue: the same interface as the Redis queue, for one machine without Redis.
 
 `hbscreen bot` uses it when REDIS_URL is unset; `start_workers()` runs the worker loop of
-`inference.worker` as a task in the same event loop, with the models in a thread pool, so a
+`hbscreen.inference.worker` as a task in the same event loop, with the models in a thread pool, so a
 slow model never blocks the bot. Nothing survives a restart (that is what Redis is for).
 """
 
