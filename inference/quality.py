@@ -41,7 +41,9 @@ class Rule:
     modes: Mode = "both"
 
 
-# The ONE table of thresholds. Values are calibrated, see the module docstring.
+# The ONE table of thresholds. Photo-mode values are chosen on the calibration half of the real
+# Eyes-defy-anemia photos (python -m hbscreen.training.quality_calibration prints the table and
+# the suggested value next to each one in use); cut-out values on the CP-AnemiC cut-outs.
 RULES: tuple[Rule, ...] = (
     Rule(
         "conjunctiva_not_found",
@@ -53,7 +55,60 @@ RULES: tuple[Rule, ...] = (
         "photograph the pink inner part.",
     ),
     Rule(
-        "conjunctiva_too_small",
+        "greyscale",
+        "colourfulness",
+        "95th percentile of colour saturation (CIELAB chroma) in the frame or cut-out",
+        "min",
+        6.0,
+        "The photo has no colour. Send a colour photo: colour is what is measured.",
+    ),
+    Rule(
+        "not_an_eyelid",
+        "white_contrast",
+        "how much brighter the white of the eye is than the conjunctiva (CIELAB L*)",
+        "min",
+        11.0,
+        "This does not look like a pulled-down lower eyelid with the white of the eye above.",
+        "photo",
+    ),
+    Rule(
+        "not_an_eyelid",
+        "tissue_chroma",
+        "colour strength of the conjunctiva relative to the white of the eye (CIELAB chroma)",
+        "min",
+        14.0,
+        "This does not look like the red inside of an eyelid.",
+        "photo",
+    ),
+    Rule(
+        "not_an_eyelid",
+        "tissue_chroma",
+        "colour strength of the conjunctiva relative to the white of the eye (CIELAB chroma)",
+        "max",
+        60.0,
+        "This is more vivid than an eyelid (cloth, paint or a screen?).",
+        "photo",
+    ),
+    Rule(
+        "not_an_eyelid",
+        "tissue_hue",
+        "hue of the conjunctiva relative to the white of the eye (degrees, 0 = red)",
+        "min",
+        -30.0,
+        "This is too purple or blue for the inside of an eyelid.",
+        "photo",
+    ),
+    Rule(
+        "not_an_eyelid",
+        "tissue_hue",
+        "hue of the conjunctiva relative to the white of the eye (degrees, 0 = red)",
+        "max",
+        40.0,
+        "This is too orange or yellow for the inside of an eyelid (skin, cloth?).",
+        "photo",
+    ),
+    Rule(
+        "too_far",
         "mask_fraction",
         "share of the frame covered by the conjunctiva",
         "min",
@@ -62,7 +117,7 @@ RULES: tuple[Rule, ...] = (
         "photo",
     ),
     Rule(
-        "conjunctiva_too_small",
+        "too_far",
         "mask_pixels",
         "conjunctiva size in pixels",
         "min",
@@ -71,13 +126,31 @@ RULES: tuple[Rule, ...] = (
         "photo",
     ),
     Rule(
+        "too_close",
+        "ends_cut",
+        "both ends of the eyelid outside the frame (share of the lid's thickness on each edge)",
+        "max",
+        0.5,
+        "The camera is too close: both ends of the eyelid are outside the photo. Move back.",
+        "photo",
+    ),
+    Rule(
         "conjunctiva_cut_off",
         "outline_on_edge",
         "share of the conjunctiva outline lying on the photo edge",
         "max",
-        0.05,
+        0.1,
         "Part of the eyelid is cut off at the edge of the photo. Keep the whole eyelid "
         "inside the frame.",
+        "photo",
+    ),
+    Rule(
+        "blurry",
+        "focus",
+        "fine-to-coarse detail ratio around the conjunctiva, best direction (1 = no detail)",
+        "min",
+        1.12,
+        "The photo is out of focus. Tap the screen on the eyelid to focus and retake.",
         "photo",
     ),
     Rule(
@@ -87,6 +160,16 @@ RULES: tuple[Rule, ...] = (
         "min",
         1.05,
         "The photo is blurry. Hold the phone still, tap to focus on the eyelid and retake.",
+        "cutout",
+    ),
+    Rule(
+        "motion_blur",
+        "motion",
+        "how much more detail is lost along one direction than across it (0 = none, 1 = all)",
+        "max",
+        0.46,
+        "The photo is smeared by movement. Hold the phone still with both hands and retake.",
+        "photo",
     ),
     Rule(
         "too_dark",
@@ -122,11 +205,29 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "colour_cast",
-        "frame_cast",
-        "distance of the photo's average colour from natural light (CIELAB units)",
+        "white_b",
+        "yellow (+) / blue (-) of the white of the eye (CIELAB b*)",
+        "min",
+        -20.0,
+        "The light is bluish. Use daylight, not cold lamps.",
+        "photo",
+    ),
+    Rule(
+        "colour_cast",
+        "white_b",
+        "yellow (+) / blue (-) of the white of the eye (CIELAB b*)",
         "max",
-        24.0,
-        "The colours look tinted by the light. Use daylight, not coloured lamps.",
+        16.0,
+        "The light is yellow. Use daylight, not warm lamps.",
+        "photo",
+    ),
+    Rule(
+        "colour_cast",
+        "white_a",
+        "red (+) / green (-) of the white of the eye (CIELAB a*)",
+        "min",
+        -8.0,
+        "The light is greenish. Use daylight, not coloured lamps.",
         "photo",
     ),
     Rule(
@@ -140,16 +241,39 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 
-# Reference points for the colour-cast measures (not thresholds): the mean (a*, b*) of a whole
-# eye-region photo under neutral light, and the hue band (degrees) of CP-AnemiC conjunctivas.
-CAST_REFERENCE_AB = (12.0, 14.0)
+# Which failing code makes another one moot: the person gets the one hint that fixes the photo.
+# (A value: the codes it hides.) E.g. motion blur also lowers focus, but "hold still" is the fix.
+SUPERSEDES: dict[str, tuple[str, ...]] = {
+    "conjunctiva_not_found": (
+        "not_an_eyelid", "too_far", "too_close", "conjunctiva_cut_off", "blurry",
+        "motion_blur", "glare", "colour_cast", "clipped",
+    ),
+    "greyscale": ("not_an_eyelid", "colour_cast"),
+    "too_dark": ("not_an_eyelid", "colour_cast", "blurry", "motion_blur", "clipped"),
+    "too_bright": ("not_an_eyelid", "colour_cast", "clipped", "glare"),
+    "clipped": ("not_an_eyelid", "colour_cast"),
+    "not_an_eyelid": (
+        "too_far", "too_close", "conjunctiva_cut_off", "blurry", "motion_blur", "colour_cast",
+    ),
+    "too_close": ("conjunctiva_cut_off", "blurry", "motion_blur"),
+    "too_far": ("blurry", "motion_blur"),
+    "motion_blur": ("blurry",),
+    "glare": ("not_an_eyelid",),
+}  # fmt: skip
+
+# Reference points for the colour-cast measures (not thresholds): the hue band (degrees) of
+# CP-AnemiC conjunctivas (cut-out mode).
 CONJUNCTIVA_HUE_BAND = (10.0, 48.0)
 
 MASK_LEVEL = 0.5
 BLUR_SCALE = 64.0  # sqrt(mask area) after resampling: roughly the regressor's view
 BLUR_SIGMAS = (1.5, 3.0)
+FOCUS_LID_LENGTH = 600.0  # photo mode: the lid is resampled to at most this length (px)
+FOCUS_SIGMAS = (1.0, 2.0)
+FOCUS_DIRECTIONS = 8
 CLIP_HIGH, CLIP_LOW = 254, 2
 GLARE_MIN_MAX, GLARE_MIN_WHITENESS, GLARE_ABOVE_MEDIAN = 240.0, 0.85, 30.0
+WHITE_MAX = 250  # pixels with a channel this high are reflections, not the white of the eye
 MAX_STAT_PIXELS = 8_000  # colour statistics use a strided sample at most this large
 
 CHECK_CODES: tuple[str, ...] = tuple(dict.fromkeys(r.code for r in RULES))
@@ -158,6 +282,14 @@ CHECK_CODES: tuple[str, ...] = tuple(dict.fromkeys(r.code for r in RULES))
 def rules_for(cutout: bool) -> tuple[Rule, ...]:
     mode = "cutout" if cutout else "photo"
     return tuple(r for r in RULES if r.modes in ("both", mode))
+
+
+def primary_codes(codes: list[str]) -> list[str]:
+    """The failing codes worth telling the person, in RULES order, once each (SUPERSEDES)."""
+    present = list(dict.fromkeys(codes))
+    hidden = {h for c in present for h in SUPERSEDES.get(c, ())}
+    keep = [c for c in present if c not in hidden]
+    return keep or present[:1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +346,8 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     }
     if not cutout:
         out["outline_on_edge"] = _cut_off(ms) if area else None
-        out["frame_cast"] = _frame_cast(rgb)
+        out["ends_cut"] = _ends_cut(ms) if area else None
+        out["colourfulness"] = _colourfulness(rgb[::k, ::k].reshape(-1, 3))
     if area < 16:
         # Nothing to measure colour or focus on; but a dark or burnt-out frame is often WHY
         # nothing was found, and "too dark" is the hint that helps the person retake.
@@ -248,8 +381,14 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     )
     out["glare_share"] = float(np.mean(glare))
     if cutout:
+        out["colourfulness"] = _colourfulness(pix)
         out["hue_cast"] = _hue_cast(pix, luma)
-    out["sharpness"] = _sharpness(region, mregion, (x, y, bw, bh), full_area)
+        out["sharpness"] = _sharpness(region, mregion, (x, y, bw, bh), full_area)
+        return out
+    box = (x0 + x, y0 + y, bw, bh)
+    out.update(_white_and_tissue(rgb, box, pix))
+    focus, motion = _focus(rgb, mask, ms, k)
+    out["focus"], out["motion"] = focus, motion
     return out
 
 
@@ -288,23 +427,143 @@ def _cut_off(m: np.ndarray) -> float:
     return border / max(outline, 1)
 
 
+def _ends_cut(m: np.ndarray) -> float:
+    """Both ends of the lid outside the frame: the smaller of the contact lengths on two
+    opposite frame edges, in units of the lid's thickness (the larger of the two pairs).
+
+    One edge touched is a crop that cuts the lid; both opposite edges, the camera too close."""
+    area = cv2.countNonZero(m)
+    pts = cv2.findNonZero(m)
+    if pts is None:
+        return 0.0
+    (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
+    thick = max(1.0, area / max(rw, rh, 1.0))
+    left, right = int(m[:, 0].sum()), int(m[:, -1].sum())
+    top, bottom = int(m[0].sum()), int(m[-1].sum())
+    return max(min(left, right), min(top, bottom)) / thick
+
+
+def _lab(px: np.ndarray) -> np.ndarray:
+    """Nx3 RGB (0-255) -> Nx3 CIELAB (float)."""
+    p = np.asarray(px, np.float32).reshape(-1, 1, 3) / 255.0
+    return cv2.cvtColor(p, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+
+
+def _colourfulness(px: np.ndarray) -> float:
+    """95th percentile CIELAB chroma of (a sample of) pixels: ~0 for a greyscale photo."""
+    step = max(1, len(px) // MAX_STAT_PIXELS)
+    lab = _lab(px[::step])
+    return float(np.percentile(np.hypot(lab[:, 1], lab[:, 2]), 95))
+
+
+def _white_and_tissue(
+    rgb: np.ndarray, box: tuple[int, int, int, int], tissue: np.ndarray
+) -> dict[str, float | None]:
+    """The white of the eye next to the conjunctiva, and the conjunctiva seen in its light.
+
+    The white is the brightest 5% of non-reflection pixels around and above the lid band (the
+    sclera in a pulled-down-lid photo). Its a*, b* are the light's cast (a lamp's colour, not
+    the whole frame's: a close-up of red tissue is red, not cast). The conjunctiva's mean
+    colour divided by that white (von Kries) is what the light does not change: its chroma
+    and hue say whether the thing segmented is red tissue at all (not skin, cloth or a UI)."""
+    H, W = rgb.shape[:2]
+    x, y, w, h = box
+    e = max(w, h) // 2
+    y0, y1 = max(0, y - 2 * h - e // 2), min(H, y + h + e // 2)
+    x0, x1 = max(0, x - e), min(W, x + w + e)
+    step = max(1, math.ceil(math.sqrt((y1 - y0) * (x1 - x0) / (4 * MAX_STAT_PIXELS))))
+    near = np.ascontiguousarray(rgb[y0:y1:step, x0:x1:step]).reshape(-1, 3).astype(np.float32)
+    near = near[near.max(axis=1) < WHITE_MAX]
+    none: dict[str, float | None] = {
+        "white_contrast": 0.0, "tissue_chroma": None, "tissue_hue": None,
+        "white_a": None, "white_b": None,
+    }  # fmt: skip
+    if len(near) < 50:
+        return none
+    luma = near @ np.array([0.299, 0.587, 0.114], np.float32)
+    white = near[luma >= np.percentile(luma, 95)].mean(axis=0)
+    lab_w = _lab(white)[0]
+    lab_t = _lab(tissue)
+    out: dict[str, float | None] = {
+        "white_contrast": float(lab_w[0] - np.median(lab_t[:, 0])),
+        "white_a": float(lab_w[1]),
+        "white_b": float(lab_w[2]),
+    }
+    balanced = np.clip(tissue.mean(axis=0) / np.maximum(white, 1.0) * 200.0, 0, 255)
+    _, a, b = _lab(balanced)[0]
+    out["tissue_chroma"] = float(math.hypot(a, b))
+    out["tissue_hue"] = float(math.degrees(math.atan2(b, a)))
+    return out
+
+
+def _focus(
+    rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int
+) -> tuple[float | None, float | None]:
+    """Focus and motion blur around the conjunctiva (photo mode), per direction.
+
+    The conjunctiva and a band of its own thickness around it (lid margin, vessels of the
+    sclera: the photo's sharpest detail) are resampled so the lid is at most
+    FOCUS_LID_LENGTH px long. In each of FOCUS_DIRECTIONS directions, the RMS directional
+    derivative at sigma 1 over that at sigma 2 (noise energy removed) is near 1 when detail is
+    lost in that direction. Defocus loses it in every direction (focus = the best direction is
+    low); a shaking hand loses it along the movement only (motion = 1 - worst/best excess)."""
+    pts = cv2.findNonZero(ms)
+    if pts is None:
+        return None, None
+    (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
+    length = max(rw, rh) * k
+    area = cv2.countNonZero(ms) * k * k
+    thick = max(1, int(area / max(length, 1.0)))
+    sx, sy, sw, sh = cv2.boundingRect(ms)
+    H, W = mask.shape
+    x0, y0 = max(0, sx * k - thick - 8), max(0, sy * k - thick - 8)
+    x1, y1 = min(W, (sx + sw) * k + thick + 8), min(H, (sy + sh) * k + thick + 8)
+    luma8 = cv2.cvtColor(rgb[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+    m = _binary(mask[y0:y1, x0:x1])
+    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * thick + 1,) * 2))
+    block = _blockiness(luma8, m)
+    g = luma8.astype(np.float32)
+    s = min(1.0, FOCUS_LID_LENGTH / max(length, 1.0))
+    if s < 1.0:
+        g = cv2.resize(g, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        m = cv2.resize(m, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_NEAREST)
+    on = cv2.erode(m, np.ones((9, 9), np.uint8)).astype(bool)
+    if on.sum() < 50:
+        return None, None
+    sn = _noise_sigma(np.clip(g, 0, 255).astype(np.uint8), m)
+    grads = []
+    for sigma in FOCUS_SIGMAS:
+        b = _gauss(g, sigma)
+        gx = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[on]
+        gy = cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[on]
+        grads.append((gx, gy, _NOISE_GAIN[sigma] * sn * sn))
+    ratios = []
+    for theta in np.pi * np.arange(FOCUS_DIRECTIONS) / FOCUS_DIRECTIONS:
+        c, sn_ = math.cos(theta), math.sin(theta)
+        e = []
+        for gx, gy, noise in grads:
+            d = gx * c + gy * sn_
+            e.append(max(float(np.mean(d * d)) - noise, 0.0))
+        ratios.append(math.sqrt(e[0] / e[1]) if e[1] > 1e-4 else 1.0)
+    r = np.asarray(ratios)
+    # Heavy JPEG blocking adds steps on an 8-px grid that are not detail.
+    r = 1.0 + (r - 1.0) * min(1.0, (2.0 / block) ** 2)
+    best, worst = float(r.max()), float(r.min())
+    motion = 1.0 - max(worst - 1.0, 0.0) / max(best - 1.0, 1e-3) if best > 1.02 else 0.0
+    return best, float(min(max(motion, 0.0), 1.0))
+
+
+def _noise_gain(sigma: float) -> float:
+    """Variance of one directional derivative (as _focus takes it) of unit white noise."""
+    n = np.random.default_rng(0).normal(0, 1, (256, 256)).astype(np.float32)
+    gx = cv2.Sobel(_gauss(n, sigma), cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    return float(np.mean(gx[16:-16, 16:-16] ** 2))
+
+
 def _lab_ab(rgb_mean: np.ndarray) -> tuple[float, float]:
     px = np.asarray(rgb_mean, np.float32).reshape(1, 1, 3) / 255.0
     lab = cv2.cvtColor(px, cv2.COLOR_RGB2LAB)[0, 0]
     return float(lab[1]), float(lab[2])
-
-
-def _frame_cast(rgb: np.ndarray) -> float:
-    """Grey-world on the whole photo: distance of its mean (a*, b*) from neutral-skin light.
-
-    Skin and sclera dominate an eye-region photo, so the reference is warm, not grey; the
-    threshold only catches strong casts (blue/green lamps, heavy tungsten)."""
-    h, w = rgb.shape[:2]
-    s = min(1.0, 80.0 / max(h, w))  # an 80-px nearest-neighbour sample is plenty for a mean
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_NEAREST)
-    a, b = _lab_ab(np.asarray(cv2.mean(small)[:3], np.float32))
-    return math.hypot(a - CAST_REFERENCE_AB[0], b - CAST_REFERENCE_AB[1])
 
 
 def _hue_cast(pix: np.ndarray, luma: np.ndarray) -> float:
@@ -440,4 +699,6 @@ def _noise_sigma(luma: np.ndarray, m: np.ndarray) -> float:
     return float(np.median(np.abs(vals))) * 1.4826 / 6.0
 
 
-__all__ = ["CHECK_CODES", "RULES", "Rule", "assess", "measure", "rules_for"]
+_NOISE_GAIN = {s: _noise_gain(s) for s in FOCUS_SIGMAS}
+
+__all__ = ["CHECK_CODES", "RULES", "SUPERSEDES", "Rule", "assess", "measure", "primary_codes", "rules_for"]
