@@ -14,7 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
-from hbscreen.inference.quality import CHECK_CODES, RULES, assess, measure, rules_for
+from hbscreen.inference.quality import (
+    CHECK_CODES,
+    RULES,
+    SUPERSEDES,
+    assess,
+    measure,
+    primary_codes,
+    rules_for,
+)
 from hbscreen.inference.result import Quality
 
 CP_ANEMIC = Path(
@@ -143,9 +151,13 @@ def failing(q: Quality) -> set[str]:
 def test_one_table_covers_every_check() -> None:
     expected = {
         "conjunctiva_not_found",
-        "conjunctiva_too_small",
+        "greyscale",
+        "not_an_eyelid",
+        "too_far",
+        "too_close",
         "conjunctiva_cut_off",
         "blurry",
+        "motion_blur",
         "too_dark",
         "too_bright",
         "clipped",
@@ -156,7 +168,7 @@ def test_one_table_covers_every_check() -> None:
     for rule in RULES:
         assert rule.direction in ("min", "max") and rule.message and rule.measure
         assert rule.modes in ("photo", "cutout", "both")
-    framing = {"conjunctiva_too_small", "conjunctiva_cut_off"}
+    framing = {"too_far", "too_close", "conjunctiva_cut_off"}
     assert not framing & {r.code for r in rules_for(cutout=True)}
 
 
@@ -204,7 +216,7 @@ def test_conjunctiva_not_found(photo) -> None:
     assert "conjunctiva_not_found" in failing(low)
 
 
-def test_conjunctiva_too_small(photo) -> None:
+def test_too_far(photo) -> None:
     rgb, mask = photo
     far_rgb, far_mask = resize(rgb, mask, 200, 150)  # the eye seen from far away ...
     canvas = np.empty_like(rgb)
@@ -212,8 +224,8 @@ def test_conjunctiva_too_small(photo) -> None:
     canvas_mask = np.zeros_like(mask)
     canvas[400:550, 500:700], canvas_mask[400:550, 500:700] = far_rgb, far_mask
     q = assess(canvas, canvas_mask)  # ... in a 1280 px frame
-    assert "conjunctiva_too_small" in failing(q)
-    small = [c for c in q.checks if c.code == "conjunctiva_too_small"]
+    assert "too_far" in failing(q)
+    small = [c for c in q.checks if c.code == "too_far"]
     assert len(small) == 2 and all(not c.passed for c in small)  # share of frame and pixels
 
 
@@ -222,7 +234,7 @@ def test_conjunctiva_too_few_pixels_even_when_filling_the_frame(photo) -> None:
     _, y, _, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
     tiny_rgb, tiny_mask = resize(rgb[y - 40 : y + h + 40], mask[y - 40 : y + h + 40], 120, 40)
     q = assess(tiny_rgb, tiny_mask)
-    by_measure = {c.value: c.passed for c in q.checks if c.code == "conjunctiva_too_small"}
+    by_measure = {c.value: c.passed for c in q.checks if c.code == "too_far"}
     assert False in by_measure.values() and True in by_measure.values()
 
 
@@ -298,6 +310,80 @@ def test_colour_cast(photo, gains) -> None:
     assert "colour_cast" in failing(assess(scale(rgb, gains), mask))
 
 
+def told(q: Quality) -> list[str]:
+    """What the person is told: the primary codes of a refusal."""
+    return primary_codes(q.failing_codes)
+
+
+def test_greyscale_is_refused(photo) -> None:
+    rgb, mask = photo
+    grey = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert told(assess(grey, mask)) == ["greyscale"]
+    crgb, cmask = cutout_of(grey, mask)
+    assert "greyscale" in failing(assess(crgb, cmask, cutout=True))
+
+
+def test_motion_blur_is_told_apart_from_defocus(photo) -> None:
+    from hbscreen.training.quality_calibration import motion
+
+    rgb, mask = photo
+    for angle in (0.0, 35.0, 90.0, 150.0):
+        assert told(assess(motion(rgb, 41, angle), mask)) == ["motion_blur"], angle
+    assert told(assess(blur(rgb, 12), mask)) == ["blurry"]
+
+
+def test_too_close_is_told_apart_from_too_far_and_a_cut(photo) -> None:
+    from hbscreen.training.quality_calibration import cut_lid, too_close, zoom_out
+
+    rgb, mask = photo
+    assert told(assess(*too_close(rgb, mask))) == ["too_close"]
+    assert told(assess(*zoom_out(rgb, mask, 6.0))) == ["too_far"]
+    assert told(assess(*cut_lid(rgb, mask))) == ["conjunctiva_cut_off"]
+
+
+@pytest.mark.parametrize("kind", ["face", "cat", "document", "screenshot", "red cloth"])
+def test_not_an_eyelid_with_an_eyelid_shaped_mask(photo, kind) -> None:
+    """Whatever the segmentation marks on a non-eyelid, the colours around it give it away."""
+    from hbscreen.training.quality_calibration import NOT_EYELIDS
+
+    _, mask = photo
+    for seed in range(3):
+        img = NOT_EYELIDS[kind](seed)
+        h, w = img.shape[:2]
+        m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
+        if kind == "face":  # the worst case seen: the mask on an orange or red top
+            m = np.zeros((h, w), np.float32)
+            m[int(0.85 * h) : int(0.92 * h), int(0.3 * w) : int(0.7 * w)] = 1.0
+        got = told(assess(img, m))
+        assert got and got[0] in ("not_an_eyelid", "greyscale"), (kind, seed, got)
+
+
+def test_precedence_gives_the_one_hint_that_fixes_it() -> None:
+    assert primary_codes(["blurry", "motion_blur"]) == ["motion_blur"]
+    assert primary_codes(["too_close", "conjunctiva_cut_off", "blurry"]) == ["too_close"]
+    assert primary_codes(["greyscale", "not_an_eyelid", "colour_cast"]) == ["greyscale"]
+    assert primary_codes(["conjunctiva_not_found", "too_far"]) == ["conjunctiva_not_found"]
+    assert primary_codes(["glare", "too_dark"]) == ["glare", "too_dark"]
+    assert primary_codes(["something_new"]) == ["something_new"]
+    for code, hidden in SUPERSEDES.items():
+        assert code in CHECK_CODES and set(hidden) <= set(CHECK_CODES)
+        for h in hidden:  # no cycles: two failures never hide each other
+            assert code not in SUPERSEDES.get(h, ()), (code, h)
+
+
+def test_committed_examples_pass_and_blurry_is_refused_as_blurry() -> None:
+    """With the shipped segmentation model, as a user would send them."""
+    from hbscreen.inference import intake
+    from hbscreen.inference.pipeline import WORK_LONG_SIDE, Pipeline
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    pipe = Pipeline.shared()
+    for name, expect in (("eyelid", []), ("eyelid_pale", []), ("blurry", ["blurry"])):
+        img = intake.decode_image((examples / f"{name}.jpg").read_bytes(), max_side=WORK_LONG_SIDE)
+        q = assess(img.rgb, pipe.segment(img.rgb))
+        assert (told(q) if not q.ok else []) == expect, (name, q.failing)
+
+
 # --- cut-out mode -----------------------------------------------------------------------------
 
 
@@ -306,7 +392,7 @@ def test_cutout_good_passes_without_framing_checks(photo) -> None:
     q = assess(crgb, cmask, cutout=True)
     assert q.ok, q.failing
     codes = {c.code for c in q.checks}
-    assert "conjunctiva_cut_off" not in codes and "conjunctiva_too_small" not in codes
+    assert not {"conjunctiva_cut_off", "too_far", "too_close"} & codes
 
 
 def test_cutout_empty_alpha_not_found(photo) -> None:

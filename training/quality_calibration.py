@@ -117,6 +117,22 @@ def add_glare(rgb: Array, mask: Array, share: float, seed: int) -> Array:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def pallor(rgb: Array, mask: Array, amount: float) -> Array:
+    """The conjunctiva of a severely anaemic person: its colour moved `amount` of the way to
+    the white of the eye (the 99th-percentile brightness near it). Pallor is what is screened
+    for, so the gate must accept it; the not_an_eyelid checks leave room for it."""
+    x, y, w, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
+    near = rgb[max(0, y - 2 * h) : y + h, x : x + w].reshape(-1, 3).astype(np.float32)
+    luma = near @ np.float32([0.299, 0.587, 0.114])
+    white = near[luma >= np.percentile(luma, 99)].mean(axis=0)
+    f = rgb.astype(np.float32)
+    a = (amount * np.clip(mask, 0, 1))[..., None]
+    # keep the texture: move the local mean, not every pixel, towards the white
+    base = cv2.GaussianBlur(f, (0, 0), 6)
+    pale = f + (white - base) * 0.9
+    return np.clip(f * (1 - a) + pale * a, 0, 255).astype(np.uint8)
+
+
 def cut_lid(rgb: Array, mask: Array) -> tuple[Array, Array]:
     """A crop that cuts the lid: a third of the conjunctiva's length lies outside the frame."""
     x, y, w, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
@@ -172,14 +188,14 @@ DEGRADATIONS: tuple[Degradation, ...] = (
     Degradation("blur sigma 8", "blurry", _same_mask(lambda x, s: gaussian(x, 8))),
     Degradation("blur sigma 16", "blurry", _same_mask(lambda x, s: gaussian(x, 16))),
     Degradation(
-        "motion 25 px",
+        "motion 15 px",
         "motion_blur",
-        _same_mask(lambda x, s: motion(x, 25, float(np.random.default_rng(s).uniform(0, 180)))),
+        _same_mask(lambda x, s: motion(x, 15, float(np.random.default_rng(s).uniform(0, 180)))),
     ),
     Degradation(
-        "motion 45 px",
+        "motion 30 px",
         "motion_blur",
-        _same_mask(lambda x, s: motion(x, 45, float(np.random.default_rng(s).uniform(0, 180)))),
+        _same_mask(lambda x, s: motion(x, 30, float(np.random.default_rng(s).uniform(0, 180)))),
     ),
     Degradation("under-exposed x0.3", "too_dark", _same_mask(lambda x, s: gains(x, 0.3))),
     Degradation("over-exposed x2.5", "too_bright", _same_mask(lambda x, s: gains(x, 2.5))),
@@ -187,6 +203,7 @@ DEGRADATIONS: tuple[Degradation, ...] = (
     Degradation("warm lamp", "colour_cast", _same_mask(lambda x, s: gains(x, WARM_LAMP))),
     Degradation("cool lamp", "colour_cast", _same_mask(lambda x, s: gains(x, COOL_LAMP))),
     Degradation("greyscale", "greyscale", _same_mask(lambda x, s: greyscale(x))),
+    Degradation("JPEG q30", "compressed", _same_mask(lambda x, s: jpeg(x, 30))),
     Degradation(
         "JPEG q30 + blur 8", "blurry", _same_mask(lambda x, s: jpeg(gaussian(x, 8), 30))
     ),
@@ -194,10 +211,11 @@ DEGRADATIONS: tuple[Degradation, ...] = (
     Degradation("zoomed out x5", "too_far", lambda x, m, s: zoom_out(x, m, 5.0)),
     Degradation("too close", "too_close", lambda x, m, s: too_close(x, m)),
 )
-# Not a degradation to refuse: JPEG q30 alone must NOT be refused (messengers recompress).
+# Not degradations to refuse: what messengers and phones do to every photo.
 HARMLESS: tuple[Degradation, ...] = (
-    Degradation("JPEG q30", "", _same_mask(lambda x, s: jpeg(x, 30))),
+    Degradation("JPEG q70", "", _same_mask(lambda x, s: jpeg(x, 70))),
     Degradation("blur sigma 1", "", _same_mask(lambda x, s: gaussian(x, 1))),
+    Degradation("severe pallor (simulated)", "", lambda x, m, s: (pallor(x, m, 0.6), m)),
     Degradation("exposure x0.7", "", _same_mask(lambda x, s: gains(x, 0.7))),
     Degradation("exposure x1.3", "", _same_mask(lambda x, s: gains(x, 1.3))),
 )
@@ -222,7 +240,7 @@ def document(seed: int, h: int = 1280, w: int = 960) -> Array:
     """A photographed printed page: text lines, a red stamp and a heading, uneven light."""
     rng = np.random.default_rng(seed)
     img = np.full((h, w, 3), (236, 232, 222), np.uint8)  # putText draws on 8-bit only
-    words = "the patient was seen at the clinic and the result was explained to the family".split()
+    words = ["the", "patient", "was", "seen", "at", "the", "clinic", "and", "the", "result", "was", "explained", "to", "the", "family"]
     y = 140
     cv2.putText(img, "HEALTH RECORD", (80, 100), cv2.FONT_HERSHEY_DUPLEX, 1.6, (150, 30, 40), 3)
     while y < h - 80:
@@ -343,80 +361,182 @@ def not_eyelid_images(n_per_kind: int = 6) -> Iterator[tuple[str, int, Array]]:
 
 # --- evaluation -----------------------------------------------------------------------------
 
+Values = dict[str, float | None]
+
 
 def verdict(rgb: Array, mask: Array) -> list[str]:
     """The codes the person is told about (after precedence), empty when accepted."""
-    q = quality.assess(rgb, mask)
+    return told(quality.measure(rgb, mask))
+
+
+def told(values: Values) -> list[str]:
+    q = quality.judge(values)
     return [] if q.ok else quality.primary_codes(q.failing_codes)
+
+
+@dataclass
+class Measured:
+    """Measured values of one half: good photos, harmless variants, each degradation and
+    (procedural) non-eyelids, so thresholds can be tried without measuring again."""
+
+    good: list[Values]
+    harmless: dict[str, list[Values]]
+    degraded: dict[str, list[Values]]
+    not_eyelid: dict[str, list[Values]]
+
+
+def measure_half(
+    photos: list[RealPhoto],
+    segment: Callable[[Array], Array] | None,
+    not_eyelid_seeds: range,
+    log: Callable[[str], None] = print,
+) -> Measured:
+    """Measure everything for one half. `segment`: None = the expert masks for the photos (the
+    served model is always used for the non-eyelids: there is no expert mask of a cat)."""
+    from hbscreen.inference.pipeline import Pipeline
+
+    seg_model = Pipeline.shared().segment
+
+    def mask_for(rgb: Array, m: Array) -> Array:
+        return segment(rgb) if segment else m
+
+    good = [quality.measure(p.rgb, mask_for(p.rgb, p.mask)) for p in photos]
+    out = Measured(good, {}, {}, {})
+    for group, degs in ((out.degraded, DEGRADATIONS), (out.harmless, HARMLESS)):
+        for d in degs:
+            vals = []
+            for i, p in enumerate(photos):
+                rgb, m = d.fn(p.rgb, p.mask, i)
+                vals.append(quality.measure(rgb, mask_for(rgb, m)))
+            group[d.name] = vals
+            log(f"   measured {d.name}")
+    for kind, fn in NOT_EYELIDS.items():
+        vals = []
+        for seed in not_eyelid_seeds:
+            rgb = fn(seed)
+            vals.append(quality.measure(rgb, seg_model(rgb)))
+        out.not_eyelid[kind] = vals
+    return out
+
+
+def table(m: Measured) -> list[tuple[str, str, int, int]]:
+    """(item, expected code, caught or accepted, n) rows of the report."""
+    rows = [("good real photos", "(accepted)", sum(not told(v) for v in m.good), len(m.good))]
+    for name, vals in m.harmless.items():
+        rows.append((name, "(accepted)", sum(not told(v) for v in vals), len(vals)))
+    for d in DEGRADATIONS:
+        vals = m.degraded[d.name]
+        rows.append((d.name, d.expect, sum(d.expect in told(v) for v in vals), len(vals)))
+    for kind, vals in m.not_eyelid.items():
+        hit = sum(bool(set(told(v)) & set(NOT_EYELID_CODES)) for v in vals)
+        rows.append((f"not an eyelid: {kind}", "not_an_eyelid", hit, len(vals)))
+    return rows
+
+
+def refusals_by_code(vals: list[Values]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in vals:
+        for c in told(v):
+            out[c] = out.get(c, 0) + 1
+    return out
+
+
+def suggest(m: Measured, rule: quality.Rule) -> tuple[float | None, int, int, int]:
+    """The threshold the calibration half supports for one RULES row, and what it does.
+
+    Good values: the good photos and harmless variants. Bad values: the items whose expected
+    code is this row's code and whose median lies on the refusing side of the good median.
+    A "min" row: the 2nd percentile of good values and the 90th of bad values; when the bad
+    ones lie below, the midpoint (catch >= 90% with a margin), else the good 2nd percentile
+    (accepting good photos comes first). Mirrored for "max". Returns (suggestion, bad n,
+    bad caught by this row alone at the value in use, good refused by it)."""
+    good = [v.get(rule.key) for v in m.good + [x for vs in m.harmless.values() for x in vs]]
+    g = np.array([x for x in good if x is not None], float)
+    sets = [m.degraded[d.name] for d in DEGRADATIONS if d.expect == rule.code]
+    if rule.code == "not_an_eyelid":
+        sets += list(m.not_eyelid.values())
+    bad: list[float] = []
+    for vs in sets:
+        b = np.array([x for x in (v.get(rule.key) for v in vs) if x is not None], float)
+        if len(b) and len(g):
+            below = np.median(b) < np.median(g)
+            if below == (rule.direction == "min"):
+                bad.extend(b.tolist())
+    if not len(g):
+        return None, 0, 0, 0
+    bb = np.array(bad, float)
+    t = rule.threshold
+    if rule.direction == "min":
+        refused, caught = int((g < t).sum()), int((bb < t).sum())
+        tg = float(np.percentile(g, 2))
+        tb = float(np.percentile(bb, 90)) if len(bb) else None
+        sug = (tg + tb) / 2 if tb is not None and tb < tg else tg
+    else:
+        refused, caught = int((g > t).sum()), int((bb > t).sum())
+        tg = float(np.percentile(g, 98))
+        tb = float(np.percentile(bb, 10)) if len(bb) else None
+        sug = (tg + tb) / 2 if tb is not None and tb > tg else tg
+    return sug, len(bb), caught, refused
 
 
 def main() -> None:  # pragma: no cover - a report, run by hand
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--masks", choices=("expert", "model"), default="expert")
+    ap.add_argument(
+        "--masks",
+        choices=("expert", "model"),
+        default="expert",
+        help="conjunctiva masks of the real photos: the experts' or the served model's",
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        help="pickle of the measured values: written after measuring, read if it exists "
+        "(to try thresholds without measuring again; delete it after changing a measure)",
+    )
     a = ap.parse_args()
-    run(a.data, a.masks)
+    cv2.setNumThreads(1)
+    if a.cache and a.cache.exists():
+        import pickle
 
-
-def run(data: Path, masks: str) -> None:  # pragma: no cover - a report, run by hand
-    photos = load_photos(data)
-    seg = None
-    if masks == "model":
+        report(pickle.loads(a.cache.read_bytes()), a.masks)
+        return
+    photos = load_photos(a.data)
+    segment = None
+    if a.masks == "model":
         from hbscreen.inference.pipeline import Pipeline
 
-        seg = Pipeline.shared().segment
-    halves = dict(zip(("calibration", "held-out"), split_by_patient(photos), strict=True))
-    measures: dict[str, dict[str, list[dict]]] = {}
-    for half, ps in halves.items():
-        print(f"\n== {half} half: {len(ps)} photos ({len({p.patient for p in ps})} patients)")
-        rows: list[tuple[str, str, int, int]] = []
-        good_refused: dict[str, int] = {}
-        n_ref = 0
-        acc = measures.setdefault(half, {})
-        for i, p in enumerate(ps):
-            m = seg(p.rgb) if seg else p.mask
-            v = verdict(p.rgb, m)
-            acc.setdefault("good", []).append(quality.measure(p.rgb, m))
-            n_ref += bool(v)
-            for c in v:
-                good_refused[c] = good_refused.get(c, 0) + 1
-            if v:
-                print(f"   refused {p.name}: {v}")
-        print(f"good photos accepted: {len(ps) - n_ref}/{len(ps)}")
-        for d in DEGRADATIONS + HARMLESS:
-            hit = n = 0
-            other: dict[str, int] = {}
-            for i, p in enumerate(ps):
-                rgb, m = d.fn(p.rgb, p.mask, i)
-                if seg:
-                    m = seg(rgb)
-                v = verdict(rgb, m)
-                acc.setdefault(d.name, []).append(quality.measure(rgb, m))
-                n += 1
-                ok = (d.expect in v) if d.expect else not v
-                hit += ok
-                if not ok:
-                    key = ",".join(v) or "accepted"
-                    other[key] = other.get(key, 0) + 1
-            rows.append((d.name, d.expect or "(accept)", hit, n))
-            print(f"  {d.name:22s} -> {d.expect or 'accepted':20s} {hit:3d}/{n:3d}  {other or ''}")
-        for c, k in sorted(good_refused.items()):
-            print(f"  good photos refused by {c}: {k}")
-    print("\n== not an eyelid (procedural, segmentation model's masks)")
-    from hbscreen.inference.pipeline import Pipeline
+        segment = Pipeline.shared().segment
+    cal, held = split_by_patient(photos)
+    measured = {}
+    for (half, ps), seeds in zip(
+        (("calibration", cal), ("held-out", held)), (range(0, 6), range(6, 12)), strict=True
+    ):
+        print(f"measuring {half}: {len(ps)} photos, {len({p.patient for p in ps})} patients")
+        measured[half] = measure_half(ps, segment, seeds, log=lambda s: None)
+    if a.cache:
+        import pickle
 
-    pipe = Pipeline.shared()
-    for kind in NOT_EYELIDS:
-        hits, n, other = 0, 0, {}
-        for seed in range(6):
-            rgb = NOT_EYELIDS[kind](seed)
-            v = verdict(rgb, pipe.segment(rgb))
-            n += 1
-            ok = bool(set(v) & set(NOT_EYELID_CODES))
-            hits += ok
-            if not ok:
-                other[",".join(v) or "accepted"] = other.get(",".join(v) or "accepted", 0) + 1
-        print(f"  {kind:12s} refused as not an eyelid: {hits}/{n} {other or ''}")
+        a.cache.write_bytes(pickle.dumps(measured))
+    report(measured, a.masks)
+
+
+def report(measured: dict[str, Measured], masks: str) -> None:  # pragma: no cover
+    print(f"\nmasks of the real photos: {masks}; thresholds chosen on the calibration half")
+    print(f"{'item':30s} {'expected code':22s} {'calibration':>12s} {'held-out':>12s}")
+    t_cal, t_held = table(measured["calibration"]), table(measured["held-out"])
+    for (name, code, h1, n1), (_, _, h2, n2) in zip(t_cal, t_held, strict=True):
+        print(f"{name:30s} {code:22s} {h1:5d}/{n1:<3d} {h1 / n1:4.0%} {h2:5d}/{n2:<3d} {h2 / n2:4.0%}")
+    for half, mm in measured.items():
+        print(f"good photos refused ({half}), by code told: {refusals_by_code(mm.good)}")
+    print("\nper RULES row (calibration half): in use, suggested, row alone: bad caught, good refused")
+    for rule in quality.rules_for(cutout=False):
+        sug, nb, caught, refused = suggest(measured["calibration"], rule)
+        s_txt = "-" if sug is None else f"{sug:.4g}"
+        print(
+            f"  {rule.code:22s} {rule.key:16s} {rule.direction} {rule.threshold:<8g} "
+            f"suggested {s_txt:8s} bad caught {caught}/{nb}, good refused {refused}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover
