@@ -13,10 +13,10 @@ from pathlib import Path
 from PIL import Image
 
 from hbscreen.bot.app import build_application
-from hbscreen.bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
 from hbscreen.bot.storage import make_store
 from hbscreen.inference.queue.factory import make_queue
 from hbscreen.settings import Settings
+from hbscreen.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
 from tests.synthetic import synthetic_jpeg
 
 HASH_KEY = "test-hash-key-not-a-secret"
