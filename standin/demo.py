@@ -42,13 +42,8 @@ if TYPE_CHECKING:
     from hbscreen.inference.worker import Process
     from hbscreen.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
-# The committed example: beside the package in a checkout, or under the current folder when
-# the package was installed from a clone (pip install .).
-DEFAULT_PHOTO = next(
-    (p for p in (REPO / "examples" / "eyelid.jpg", Path("examples") / "eyelid.jpg") if p.is_file()),
-    REPO / "examples" / "eyelid.jpg",
-)
+# The committed example, as the README runs it from a clone; elsewhere pass --photo.
+DEFAULT_PHOTO = Path("examples") / "eyelid.jpg"
 DEFAULT_SCRIPT = """\
 # A pregnant woman screening herself (the first journey of the design).
 /start
