@@ -121,7 +121,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # Listen before telling Telegram where to deliver, so no first update is refused.
         await runner.setup()
         await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
-        if webhook:
+        if settings.webhook_url and settings.webhook_secret:  # webhook (checked above)
             await application.bot.set_webhook(
                 settings.webhook_url,
                 secret_token=settings.webhook_secret.get_secret_value(),
@@ -129,6 +129,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             )
         else:
             await application.bot.delete_webhook()
+            if application.updater is None:  # ApplicationBuilder always makes one
+                raise RuntimeError("polling needs the Application's Updater")
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
         log.info(
             "bot running (%s); health on %s:%s",

@@ -136,7 +136,7 @@ def register_handlers(application: BotApplication, keyring: KeyRing) -> None:
 
 def _image_by_name() -> filters.BaseFilter:
     exts = sorted(e.lstrip(".") for e in photo.IMAGE_EXTENSIONS)
-    f = filters.Document.FileExtension(exts[0])
+    f: filters.BaseFilter = filters.Document.FileExtension(exts[0])
     for ext in exts[1:]:
         f = f | filters.Document.FileExtension(ext)
     return f

@@ -7,9 +7,13 @@ import csv
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hbscreen.inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
+
+if TYPE_CHECKING:
+    from hbscreen.inference.queue.base import JobOutcome
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
@@ -141,7 +145,7 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
 
     from hbscreen.inference.queue.batch import screen_via_queue
 
-    results: list[ScreeningResult] = []
+    results: list[tuple[str, JobOutcome]] = []
 
     async def go() -> None:
         from hbscreen.inference.queue.factory import make_queue
@@ -218,7 +222,7 @@ def format_text(r: ScreeningResult) -> str:
                 measured = f" (measured {c.value:.3g}, needs {sign} {c.threshold:.3g})"
             row("Photo quality", f"{c.message}{measured} [{c.code}]")
     if r.hb_g_dl is not None and r.interval_80 and r.interval_95:
-        c = cutoffs_for(r.group)
+        cut = cutoffs_for(r.group)
         row(
             "Haemoglobin",
             f"{r.hb_g_dl:.1f} g/dL (80% interval {r.interval_80[0]:.1f}–{r.interval_80[1]:.1f}, "
@@ -226,8 +230,8 @@ def format_text(r: ScreeningResult) -> str:
         )
         row(
             "WHO category",
-            f"{CATEGORY_EN[r.category or 'none']} for {c.label} "
-            f"(anaemia below {c.anaemia_below:.1f} g/dL)",
+            f"{CATEGORY_EN[r.category or 'none']} for {cut.label} "
+            f"(anaemia below {cut.anaemia_below:.1f} g/dL)",
         )
     advice = REFERRAL_EN[r.referral]
     if r.referral == "blood_test" and r.category == "none":

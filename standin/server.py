@@ -284,7 +284,7 @@ class BotAPIStandIn:
         if language_code:
             person["language_code"] = language_code
         if chat_type == "private":
-            chat = {"id": user_id, "type": "private", "first_name": first_name}
+            chat: dict[str, Any] = {"id": user_id, "type": "private", "first_name": first_name}
             if username:
                 chat["username"] = username
         elif chat_type in ("group", "supergroup"):
@@ -759,7 +759,7 @@ class BotAPIStandIn:
             if not lenient:
                 raise bad_request("IMAGE_PROCESS_FAILED") from None
             variants = [(data, 1280, 960)]
-        sizes = []
+        sizes: list[dict[str, Any]] = []
         for blob, width, height in variants:
             stored = self._store(blob, "photos", "jpg", "image/jpeg")
             sizes.append(
@@ -1015,7 +1015,7 @@ class BotAPIStandIn:
             raise bad_request(
                 "query is too old and response timeout expired or query ID is invalid"
             )
-        answer = {
+        answer: dict[str, Any] = {
             "text": p.get_str("text"),
             "show_alert": p.get_bool("show_alert"),
             "url": p.get_str("url"),

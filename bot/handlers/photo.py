@@ -48,8 +48,10 @@ async def on_photo(update: Update, context: BotContext) -> int:
     if msg.photo:
         media = msg.photo[-1]  # the largest size
     else:
-        media = msg.document
-        if not is_image_document(media):
+        document = msg.document
+        assert document is not None  # IMAGE_INPUT lets only photos and documents in
+        media = document
+        if not is_image_document(document):
             metrics.PHOTOS.labels("wrong_type").inc()
             await msg.reply_text(
                 do_quote=True,
@@ -138,8 +140,11 @@ async def submit(update: Update, context: BotContext, person: Person, data: byte
     metrics.PHOTOS.labels("accepted").inc()
     await svc.store.update_ticket(ticket, job_id=job_id)
     if context.job_queue is not None and svc.settings.status_update_s > 0:
-        context.job_queue.run_once(
-            still_working, svc.settings.status_update_s, data=ticket, name=f"status-{ticket}"
+        context.job_queue.run_once(  # PTB types context.job_queue as JobQueue[ST]
+            still_working,  # type: ignore[arg-type]
+            svc.settings.status_update_s,
+            data=ticket,
+            name=f"status-{ticket}",
         )
 
 
@@ -151,7 +156,7 @@ async def _edit(context: BotContext, chat_id: int, message_id: int, text: str):
 async def still_working(context: BotContext) -> None:
     """Edit the status message while the job is still in flight."""
     svc = context.services
-    route = await svc.store.get_ticket(context.job.data)
+    route = await svc.store.get_ticket(str(context.job.data))
     if not route:
         return
     chat_id = svc.keyring.open(route["chat"])
