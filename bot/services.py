@@ -11,7 +11,7 @@ from typing import Any
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from hbscreen.inference.queue.base import JobQueue
+from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings
 
 from .i18n import pick_language

@@ -42,6 +42,8 @@ def test_wheel_has_one_top_level_package_and_its_data(wheel: Path) -> None:
         "hbscreen/inference/models/regression.onnx",
         "hbscreen/inference/models/regression.json",
         "hbscreen/bot/assets/photo_guide.jpg",
+        "hbscreen/inference/queue/redis_streams/lua/submit.lua",
+        "hbscreen/inference/queue/redis_streams/lua/finish.lua",
     ):
         assert needed in names, needed
     for lang in ("en", "fr", "sw", "hi", "ja"):

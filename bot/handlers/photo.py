@@ -17,7 +17,7 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from hbscreen.inference.queue.base import Job, QueueBusy
+from hbscreen.inference.queue.protocol import Job, QueueBusy
 
 from .. import metrics
 from ..i18n import t
