@@ -13,7 +13,7 @@ from telegram import Update
 from telegram.constants import ParseMode
 from telegram.ext import AIORateLimiter, ApplicationBuilder, Defaults
 
-from hbscreen.inference.queue.base import JobQueue
+from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings, get_settings
 
 from .conversation import register_handlers
@@ -96,7 +96,7 @@ async def _post_shutdown(application: BotApplication) -> None:
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM): polling without HBSCREEN_WEBHOOK_URL, a
     webhook with it; /healthz, /readyz and /metrics are served in both modes."""
-    from hbscreen.inference.queue.factory import make_queue
+    from hbscreen.compose import wire_submitter
 
     from .webhook import make_web_app
 
@@ -106,7 +106,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    queue = make_queue(settings.redis_url, submitter="bot", settings=settings)
+    wiring = wire_submitter(settings, submitter="bot")
+    queue = wiring.queue
     application = build_application(settings, queue)
     webhook = bool(settings.webhook_url)
     if webhook and settings.webhook_secret is None:
@@ -148,7 +149,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await _post_stop(application)
         await application.shutdown()
         await _post_shutdown(application)
-        await queue.close()
+        await wiring.close()
 
 
 def run_bot(settings: Settings | None = None) -> None:

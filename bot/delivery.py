@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from telegram.error import Forbidden, TelegramError
 
-from hbscreen.inference.queue.base import JobOutcome
+from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
 from . import keyboards, messages, metrics

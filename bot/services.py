@@ -15,7 +15,7 @@ from telegram import Update
 from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot
 from telegram.ext import JobQueue as PTBJobQueue
 
-from hbscreen.inference.queue.base import JobQueue
+from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings
 
 from .i18n import pick_language

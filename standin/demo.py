@@ -329,7 +329,7 @@ async def run_demo(
     """Run the demo; 0 when the script (or the session) ended normally, 1 when a step failed,
     2 when the models cannot be loaded."""
     from hbscreen.bot.app import build_application
-    from hbscreen.inference.queue.factory import make_queue
+    from hbscreen.compose import wire_submitter
 
     if process is None:  # load the models first: a missing model fails here, clearly
         from hbscreen.inference.worker import pipeline_process
@@ -343,7 +343,8 @@ async def run_demo(
             return 2
     async with BotAPIStandIn() as standin:
         settings = demo_settings(standin, models_dir)
-        queue = make_queue(None, submitter="bot", settings=settings, process=process)
+        wiring = wire_submitter(settings, submitter="bot", process=process)
+        queue = wiring.queue
         user = standin.user(10_001, first_name="Demo", language_code=language_code)
         transcript = Transcript(user, out_dir, echo)
         try:
@@ -370,7 +371,7 @@ async def run_demo(
                         await printer
                     transcript.flush()
         finally:
-            await queue.close()
+            await wiring.close()
             if transcript.saved:
                 transcript.say(f"\nSaved {len(transcript.saved)} file(s) in {out_dir}/")
             if transcript.lines:

@@ -16,7 +16,7 @@ from telegram import Document, PhotoSize, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
-from hbscreen.inference.queue.base import Job, QueueBusy
+from hbscreen.inference.queue.protocol import Job, QueueBusy
 
 from .. import metrics
 from ..i18n import t
