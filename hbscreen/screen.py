@@ -13,7 +13,7 @@ from hbscreen.inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 if TYPE_CHECKING:
-    from hbscreen.inference.queue.base import JobOutcome
+    from hbscreen.inference.queue.protocol import JobOutcome
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
