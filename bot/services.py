@@ -23,8 +23,6 @@ from .storage import KeyRing, Store, derive_key
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # Telegram's own download limit for bots
-
 
 @dataclass
 class Services:

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hbscreen.inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
+from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 if TYPE_CHECKING:
     from hbscreen.inference.queue.protocol import JobOutcome
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
-MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
+MAX_READ_BYTES = MAX_BYTES + 1  # intake refuses anything larger; never read more
 
 CSV_FIELDS = (
     "path",
@@ -103,7 +103,7 @@ def collect_inputs(paths: Iterable[Path]) -> list[Path]:
                     f
                     for f in p.rglob("*")
                     if f.is_file()
-                    and f.suffix.lower() in IMAGE_SUFFIXES
+                    and f.suffix.lower() in IMAGE_EXTENSIONS
                     and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 )
             )

@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from aiohttp.web_request import FileField
 
+from hbscreen.inference.limits import MAX_BYTES
+
 from .entities import render_text, utf16_len
 from .errors import ApiError, bad_request
 from .state import (
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN = "123456789:STANDIN-not-a-secret-token"
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
-MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile refuses bigger files, like Telegram's cloud API
+MAX_DOWNLOAD = MAX_BYTES  # getFile refuses bigger files, like Telegram's cloud API
 MAX_UPLOAD = 50 * 1024 * 1024
 CHAT_ACTIONS = frozenset(
     {

@@ -16,16 +16,15 @@ from telegram import Document, PhotoSize, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
+from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.queue.protocol import Job, QueueBusy
 
 from .. import metrics
 from ..i18n import t
-from ..services import MAX_UPLOAD_BYTES, BotContext, Person, load_person, now
+from ..services import BotContext, Person, load_person, now
 from .flow import PHOTO, advance
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
 
 
 def is_image_document(doc: Document) -> bool:
@@ -58,7 +57,7 @@ async def on_photo(update: Update, context: BotContext) -> int:
                 text=t(lang, "This file is not a photo. Please send a photo (JPG or PNG)."),
             )
             return PHOTO
-    if media.file_size and media.file_size > MAX_UPLOAD_BYTES:
+    if media.file_size and media.file_size > MAX_BYTES:
         metrics.PHOTOS.labels("too_large").inc()
         await msg.reply_text(
             do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
@@ -87,7 +86,7 @@ async def on_photo(update: Update, context: BotContext) -> int:
             do_quote=True, text=t(lang, "I could not get this photo. Please send it again.")
         )
         return PHOTO
-    if len(data) > MAX_UPLOAD_BYTES:
+    if len(data) > MAX_BYTES:
         metrics.PHOTOS.labels("too_large").inc()
         await msg.reply_text(
             do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
