@@ -838,46 +838,47 @@ class BotAPIStandIn:
 
     async def _m_send_photo(self, p: Params) -> dict[str, Any]:
         state = self._chat_to_send(p)
-        caption, entities = self._caption(p)
+        caption = self._caption(p)
         sizes, data = await self._photo_from(p)
-        reply_to = self._reply_to(state, p)
-        markup = self._reply_markup(state, p)
-        msg = self._add_message(
-            state,
-            from_bot=True,
-            kind="photo",
-            caption=caption,
-            entities=entities,
-            source=p.get_str("caption"),
-            parse_mode=p.get_str("parse_mode"),
-            media=sizes,
-            data=data,
-            mime_type="image/jpeg",
-            reply_markup=markup,
-            reply_to=reply_to,
+        return self._send_media(
+            state, p, caption, kind="photo", media=sizes, data=data, mime_type="image/jpeg"
         )
-        return self.message_json(msg)
 
     async def _m_send_document(self, p: Params) -> dict[str, Any]:
         state = self._chat_to_send(p)
-        caption, entities = self._caption(p)
+        caption = self._caption(p)
         doc, data = self._document_from(p)
-        reply_to = self._reply_to(state, p)
-        markup = self._reply_markup(state, p)
-        msg = self._add_message(
+        return self._send_media(
             state,
-            from_bot=True,
+            p,
+            caption,
             kind="document",
-            caption=caption,
-            entities=entities,
-            source=p.get_str("caption"),
-            parse_mode=p.get_str("parse_mode"),
             media=doc,
             data=data,
             file_name=doc.get("file_name"),
             mime_type=doc["mime_type"],
+        )
+
+    def _send_media(
+        self,
+        state: ChatState,
+        p: Params,
+        caption: tuple[str | None, list[dict[str, Any]]],
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """The bot's photo or document message, checked in the order Telegram checks."""
+        reply_to = self._reply_to(state, p)
+        markup = self._reply_markup(state, p)
+        msg = self._add_message(
+            state,
+            from_bot=True,
+            caption=caption[0],
+            entities=caption[1],
+            source=p.get_str("caption"),
+            parse_mode=p.get_str("parse_mode"),
             reply_markup=markup,
             reply_to=reply_to,
+            **fields,
         )
         return self.message_json(msg)
 
