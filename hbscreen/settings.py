@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     heartbeat_s: float = 5.0  # worker heartbeat period (key TTL: 3 periods)
     shutdown_grace_s: float = 20.0  # on SIGTERM, finish jobs in hand this long, then hand back
     results_ttl_s: int = 24 * 3600  # outcomes, delivery markers, dead letters expire after this
+    # Shared by the bot and the workers: photos, jobs, results and heatmaps are encrypted in
+    # Redis with a key derived from it (AES-GCM). Required with REDIS_URL.
+    queue_key: SecretStr | None = None
+    # Rewrite Redis's append-only file this often (and soon after a /delete), so deleted and
+    # expired data leave the disk too; 0 turns it off (a Redis without AOF, or managed).
+    aof_rewrite_s: float = 3600.0
 
     # Workers and models
     models_dir: Path | None = None  # default: the models shipped in inference/models

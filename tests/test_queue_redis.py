@@ -24,9 +24,11 @@ from hbscreen.inference.queue.protocol import Job, JobOutcome, QueueBusy, QueueC
 from hbscreen.inference.queue.redis_streams import RedisJobSource, RedisSubmitter
 from hbscreen.inference.worker import serve
 from tests.redis_server import (
+    QUEUE_KEY,
     RedisServer,
     model_failed_process,
     noop_process,
+    sealer_for_tests,
     slow_process,
 )
 
@@ -45,14 +47,14 @@ def config(**kw: object) -> QueueConfig:
 
 
 def make(server: RedisServer, name: str = "bot", **kw: object) -> RedisSubmitter:
-    return RedisSubmitter(server.url, config(**kw), submitter=name)
+    return RedisSubmitter(server.url, config(**kw), submitter=name, sealer=sealer_for_tests())
 
 
 class Worker:
     """An in-process worker task with its own connection and metrics."""
 
     def __init__(self, server: RedisServer, process=noop_process, concurrency=1, **kw):
-        self.queue = RedisJobSource(server.url, config(**kw))
+        self.queue = RedisJobSource(server.url, config(**kw), sealer=sealer_for_tests())
         self.metrics = WorkerMetrics()
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(
@@ -98,6 +100,7 @@ def spawn_worker(server: RedisServer, process: str, **env: str) -> subprocess.Po
         "HBSCREEN_CLAIM_IDLE_S": "0.5",
         "HBSCREEN_HEARTBEAT_S": "0.2",
         "HBSCREEN_SHUTDOWN_GRACE_S": "5",
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,
         "PYTHONPATH": str(ROOT),
     }
     e |= env
