@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # HBSCREEN_ADMIN_IDS=1,2: Telegram user ids allowed to see /stats
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     hash_key: SecretStr | None = None  # keyed hash of chat ids; required in production
+    record_ttl_s: int = 400 * 24 * 3600  # a person's stored data expires after their last visit
     rate_limit_per_hour: int = 20
     consent_policy_version: str = "2026-11"
     reminder_weeks: int = 4  # opt-in "screen again" reminder; 0 turns the offer off

@@ -14,7 +14,7 @@ from PIL import Image
 
 from hbscreen.bot.app import build_application
 from hbscreen.bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
-from hbscreen.bot.storage import make_store
+from hbscreen.bot.storage import KeyRing, make_store
 from hbscreen.compose import queue_config, queue_sealer, wire_submitter
 from hbscreen.settings import Settings
 from tests.redis_server import QUEUE_KEY
@@ -47,7 +47,8 @@ async def running_bot(settings: Settings) -> AsyncIterator[dict]:
     REDIS_URL), polling the stand-in; yields {"app", "queue", "store"}."""
     wiring = wire_submitter(settings, submitter="bot", start_workers=False)
     queue = wiring.queue
-    store = make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:")
+    sealer = KeyRing(settings.hash_key.get_secret_value().encode()).records  # as the bot's own
+    store = make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:", sealer=sealer)
     app = build_application(settings, queue, store=store)
     try:
         async with serve_polling(app, poll_timeout=1.0):
