@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 def queue_config(settings: Settings) -> QueueConfig:
     return QueueConfig(
         max_depth=settings.queue_max_depth,
+        max_queued_bytes=settings.queue_max_mb * 2**20,
         job_deadline_s=settings.job_deadline_s,
         max_tries=settings.max_tries,
         image_ttl_s=settings.image_ttl_s,

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Queue
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     queue_max_depth: int = 200
+    # ... and at most this many MiB of images queued: keep it under Redis's maxmemory minus
+    # what the bot's records need (deploy/: maxmemory 768 MiB, 400 MiB of images)
+    queue_max_mb: int = 400
     job_deadline_s: float = 120.0
     image_ttl_s: int = 600
     max_tries: int = 3

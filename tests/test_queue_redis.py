@@ -139,11 +139,13 @@ async def test_round_trip_cleans_up_and_bounds_every_key(redis_server: RedisServ
             assert o.job.reply_to == {"chat": "k1"} and o.job.tries == 1
         assert await q.depth() == 0
         assert await q.r.keys("{hbscreen}:img:*") == []  # images gone as soon as jobs end
+        assert int(await q.r.get(q.keys.queued_bytes)) == 0
         for key in await q.r.keys("*"):
             ttl = await q.r.ttl(key)
             kind = (await q.r.type(key)).decode()
             # per-job keys expire; streams are trimmed and the results stream expires too
-            forever = (q.keys.jobs.encode(), q.keys.deadlines.encode())
+            forever = (q.keys.jobs, q.keys.deadlines, q.keys.queued_bytes)
+            forever = tuple(k.encode() for k in forever)
             assert ttl > 0 or key in forever, (key, kind, ttl)
         await wait_until(lambda: _counted(w, "hbscreen_jobs_done_total", 3), 5)
         await collect(q, 1, 0.2)  # asking for more acknowledges: outcomes leave Redis

@@ -163,7 +163,14 @@ class RedisSide:
                 continue
             n += int(
                 await self.scripts["expire"](
-                    keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines, s(origin)],
+                    keys=[
+                        k.jobs,
+                        k.job(job_id),
+                        k.image(job_id),
+                        k.deadlines,
+                        s(origin),
+                        k.queued_bytes,
+                    ],
                     args=[
                         WORKERS_GROUP,
                         wall,

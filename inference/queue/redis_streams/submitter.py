@@ -63,7 +63,7 @@ class RedisSubmitter(OutcomeWaiters):
         job.tries = 0
         k, blobs = self.keys, self.side.blobs
         entry = await self.side.scripts["submit"](
-            keys=[k.jobs, k.job(job.id), k.image(job.id), k.deadlines],
+            keys=[k.jobs, k.job(job.id), k.image(job.id), k.deadlines, k.queued_bytes],
             args=[
                 blobs.seal(job.id, "image", image),
                 blobs.seal(job.id, "job", job.model_dump_json().encode()),
@@ -74,16 +74,17 @@ class RedisSubmitter(OutcomeWaiters):
                 job.deadline_at,
                 self.side.stream_maxlen,
                 job.id,
+                self.config.max_queued_bytes,
             ],
         )
         if entry is None:
-            raise QueueBusy(f"{self.config.max_depth} jobs are waiting")
+            raise QueueBusy("the queue is full (jobs or bytes)")
         return job.id
 
     async def cancel(self, job_id: str) -> bool:
         k = self.keys
         res = await self.side.scripts["cancel"](
-            keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines],
+            keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines, k.queued_bytes],
             args=[WORKERS_GROUP, FINAL_STATE_TTL_S, job_id],
         )
         return bool(res)

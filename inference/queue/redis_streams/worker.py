@@ -160,7 +160,15 @@ class RedisJobSource:
         k, job_id, blobs = self.keys, d.job.id, self.side.blobs
         payload = result.model_dump_json().encode() if result is not None else b""
         res = await self.side.scripts["finish"](
-            keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines, d.results_to, k.dead],
+            keys=[
+                k.jobs,
+                k.job(job_id),
+                k.image(job_id),
+                k.deadlines,
+                d.results_to,
+                k.dead,
+                k.queued_bytes,
+            ],
             args=[
                 d.handle,
                 WORKERS_GROUP,
