@@ -283,6 +283,13 @@ def run_screen(args: argparse.Namespace) -> int:
     if not inputs:
         print("hbscreen screen: no image files found (.jpg .png .webp .heic)", file=sys.stderr)
         return 2
+    from .settings import get_settings
+
+    if args.queue and get_settings().queue_key is None:
+        from .compose import NO_QUEUE_KEY
+
+        print(f"hbscreen screen --queue: {NO_QUEUE_KEY}", file=sys.stderr)
+        return 2
     batch = len(inputs) > 1
     csv_path = args.csv or (args.out / "summary.csv" if batch else None)
     results = screen_queued(args, inputs) if args.queue else screen_local(args, inputs)
