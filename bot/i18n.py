@@ -248,6 +248,7 @@ def update_catalogues() -> None:
             _pybabel(
                 "update",
                 "--no-wrap",
+                "--ignore-obsolete",  # a removed message leaves no stale entry behind
                 "-D",
                 DOMAIN,
                 "-i",
@@ -266,7 +267,7 @@ def update_catalogues() -> None:
 
 
 def _fill_english() -> None:
-    """English is the source language: its catalogue repeats each msgid."""
+    """English is the source language: its catalogue repeats each msgid, exactly."""
     from babel.messages.pofile import read_po, write_po
 
     po = LOCALE_DIR / DEFAULT_LANGUAGE / "LC_MESSAGES" / f"{DOMAIN}.po"
@@ -275,11 +276,9 @@ def _fill_english() -> None:
     for message in catalog:
         if not message.id:
             continue
-        if isinstance(message.id, tuple):
-            if not all(message.string):
-                message.string = tuple(message.id)
-        elif not message.string:
-            message.string = message.id
+        # Always the msgid itself: an English msgstr that differs is a stale copy of an old
+        # text (it once made the result say "go today" twice).
+        message.string = tuple(message.id) if isinstance(message.id, tuple) else message.id
         message.flags.discard("fuzzy")
     with po.open("wb") as fh:
         write_po(fh, catalog, width=0, sort_by_file=True)
