@@ -146,7 +146,7 @@ async def test_cancel_while_processing_delivers_nothing(standin, redis_url, mode
         assert not [
             m
             for m in user.messages
-            if result_message(m) or (m.kind == "photo" and "Red areas" in m.content)
+            if result_message(m) or (m.kind == "photo" and "White line" in m.content)
         ]
         assert await bot["queue"].depth() == 0
 
