@@ -253,7 +253,8 @@ REFERRAL_ORDER = ("urgent", "blood_test", "routine", "retake")
 def patients(records: list[dict]) -> list[dict]:
     """Records (one per photo) grouped into patients: a worker's label with its group, or for
     unlabelled records a run of the same group. Both eyes make one patient; a photo that had
-    to be retaken is counted as a photo, never as a screening."""
+    to be retaken is counted as a photo, never as a screening; a referral for danger signs
+    without a photo is a line of its own (no estimate)."""
     out: list[dict] = []
     by_key: dict[tuple[str, str], dict] = {}
     for r in records:
@@ -266,13 +267,16 @@ def patients(records: list[dict]) -> list[dict]:
             out.append(p)
             if label:
                 by_key[key] = p
-        p["photos"] += 1
+        p["photos"] += 1 if r.get("photo", True) else 0
         p["danger"] = p["danger"] or bool(r.get("danger"))
+        referral = r.get("referral") or "retake"
         if r.get("hb") is not None:
             p["eyes"].append(r)
-            referral = r.get("referral") or "retake"
-            if REFERRAL_ORDER.index(referral) < REFERRAL_ORDER.index(p["referral"]):
-                p["referral"] = referral
+        # a retake says nothing; a result, or a referral for danger signs without a photo, does
+        if referral != "retake" and REFERRAL_ORDER.index(referral) < REFERRAL_ORDER.index(
+            p["referral"]
+        ):
+            p["referral"] = referral
     return out
 
 
@@ -323,7 +327,8 @@ def summary_text(records: list[dict], lang: str, tz: tzinfo = timezone.utc) -> s
         "<b>This session: {n} patients screened</b>",
         screened,
     )
-    photos = tn(lang, "{n} photo checked", "{n} photos checked", len(records))
+    checked = sum(1 for r in records if r.get("photo", True))
+    photos = tn(lang, "{n} photo checked", "{n} photos checked", checked)
     lines = [f"{head} ({photos})", *(summary_line(p, lang, tz) for p in people[-50:])]
     if any(p["danger"] for p in people):
         lines.append(t(lang, "⚠️ = danger signs: refer today."))

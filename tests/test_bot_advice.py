@@ -184,6 +184,9 @@ def _records() -> list[dict]:
     add(10, "P-3", "man", None, validated=False)
     add(11, "P-3", "man", None, validated=False)
     add(15, "P-4", "child-24-59m", 9.0, "urgent", danger=True)
+    # P-5: danger signs, referred without a photo (flow.record_referral_without_photo)
+    rows.append({"time": base + 1200, "label": "P-5", "group": "pregnant-3", "hb": None,
+                 "photo": False, "danger": True, "referral": "urgent"})  # fmt: skip
     return rows
 
 
@@ -191,8 +194,8 @@ def _records() -> list[dict]:
 def test_summary_is_one_line_per_patient(lang):
     text = messages.summary_text(_records(), lang, ZoneInfo("Africa/Nairobi"))
     lines = text.splitlines()
-    # heading, P-1..P-4, the danger legend
-    assert len(lines) == 1 + 4 + 1, text
+    # heading, P-1..P-5, the danger legend
+    assert len(lines) == 1 + 5 + 1, text
     head = lines[0]
     assert head.startswith(
         messages.tn(
@@ -203,13 +206,14 @@ def test_summary_is_one_line_per_patient(lang):
         )
     )  # P-3 had only retakes: not a screening
     assert messages.tn(lang, "{n} photo checked", "{n} photos checked", 8) in head
-    p1, p2, p3, p4 = lines[1:5]
+    p1, p2, p3, p4, p5 = lines[1:6]
     assert p1.startswith("09:00 P-1")  # Nairobi is UTC+3
     assert "10.1 / 10.6" in p1.replace(",", ".")  # both eyes on one line
     assert t(lang, "blood test") in p1  # the more urgent of the two eyes
     assert "–" in p2  # not validated for women: ranges, as the result shows them
     assert t(lang, "new photo needed") in p3 and "Hb" not in p3
     assert p4.startswith("09:15 ⚠️ P-4") and t(lang, "go today") in p4
+    assert p5.startswith("09:20 ⚠️ P-5") and t(lang, "go today") in p5 and "Hb" not in p5
 
 
 def test_csv_export_in_local_time_with_danger_level_and_validation():
@@ -222,6 +226,7 @@ def test_csv_export_in_local_time_with_danger_level_and_validation():
     assert rows[7]["danger_signs"] == "yes" and rows[0]["danger_signs"] == "no"
     assert rows[0]["interval_level"] == "95%" and rows[2]["interval_level"] == ""
     assert rows[0]["group"] == "child-6-23m"
+    assert rows[8]["referral"] == "urgent" and rows[8]["estimate"] == ""  # referred, no photo
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

@@ -105,6 +105,14 @@ async def test_child_screened_by_a_parent_with_danger_signs(
     async with running_bot(settings), real_worker(settings, models_dir):
         user = standin.user(102, language_code=lang)
         await self_screening_until_photo(user, lang, "child-24-59m", who="other", danger=True)
+        # The danger signs asked are IMCI's for a young child, and the referral came first.
+        from hbscreen.bot.messages import danger_question, danger_referral_text
+
+        asked = [m.content for m in user.messages if m.content]
+        assert plain(danger_question(lang, "child-24-59m")) in "\n".join(asked)
+        urgent = plain(danger_referral_text(lang, worker=False))
+        first_urgent = next(i for i, c in enumerate(asked) if urgent in c)
+        assert not any("1." in c for c in asked[:first_urgent])  # no photo guide before it
         await user.send_photo(photo)
         result = await user.wait_for(result_message, RESULT_WAIT, "the result")
         text = result.content

@@ -283,6 +283,7 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             await _send(update, t(lang, "Send a photo of the other eye."))
             return PHOTO
         return await advance(update, context, person)
+    await record_referral_without_photo(context, person)
     if choice == "other":
         if person.worker:
             await clear(context, person, *SUBJECT_FIELDS)
@@ -302,6 +303,27 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             keyboards.reminder(lang, settings.reminder_weeks),
         )
     return END
+
+
+async def record_referral_without_photo(context: ContextTypes.DEFAULT_TYPE, person: Person) -> None:
+    """A patient sent to a facility for danger signs, with no photo: still a line in the
+    worker's /summary and /export (referred today), never counted as a screening."""
+    p = person.profile
+    if not (p.get("danger") and not p.get("danger_photo") and p.get("group")):
+        return
+    await services(context).store.add_record(
+        person.h,
+        {
+            "time": now(),
+            "label": p.get("label") or "",
+            "group": p["group"],
+            "hb": None,
+            "photo": False,
+            "danger": True,
+            "referral": "urgent",
+        },
+    )
+    await save(context, person, danger_photo=True)  # once, even if a button is tapped twice
 
 
 # -- typed text -------------------------------------------------------------------------------
