@@ -159,15 +159,23 @@ def result_parts(
     parts.append(("group", t(lang, "Group: {group}.", group=group_label(lang, result.group))))
     cutoff = result.anaemia_below_g_dl
     borderline = result.category == "none" and result.referral == "blood_test"
+    # Routine care while the range still reaches below the cut-off: the advice says both
+    # halves of that, so "normal range" alone is not said first.
+    not_ruled_out = result.referral == "routine" and cutoff is not None and low < cutoff
     if borderline and cutoff is not None:
         parts.append(("meaning", t(lang, BORDERLINE, cutoff=_num(cutoff, lang))))
-    elif validated and result.category in CATEGORY_TEXT:
+    elif (
+        validated
+        and result.category in CATEGORY_TEXT
+        and not (not_ruled_out and result.category == "none")
+    ):
         parts.append(("meaning", t(lang, CATEGORY_TEXT[result.category])))
     if result.danger_signs:
         # danger signs always make the referral urgent, which says "go today" once
         parts.append(("danger", t(lang, "You told us about danger signs.")))
     pregnant = result.group.startswith("pregnant")
-    if result.referral == "routine" and cutoff is not None and low < cutoff:
+    if not_ruled_out:
+        assert cutoff is not None
         advice = t(lang, ROUTINE_NOT_RULED_OUT, cutoff=_num(cutoff, lang))
     elif result.referral == "routine" and pregnant:
         advice = t(lang, ROUTINE_CLEAR_PREGNANT)
