@@ -136,6 +136,8 @@ async def choose_group(user: SimulatedUser, group: str, *, danger: bool = False)
     for data in GROUP_TAPS[group]:
         await tap(user, data)
     await tap(user, "danger:yes" if danger else "danger:no")
+    if danger:  # the urgent referral comes first; the photo only if still wanted
+        await tap(user, "danger:photo")
     return await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
 
 
