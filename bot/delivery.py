@@ -14,21 +14,20 @@ import logging
 from datetime import datetime, timezone
 
 from telegram.error import Forbidden, TelegramError
-from telegram.ext import Application
 
 from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
 from . import keyboards, messages, metrics
 from .i18n import t
-from .services import SERVICES, Services, now
+from .services import BotApplication, Services, now
 
 log = logging.getLogger(__name__)
 
 
-async def run_delivery(application: Application) -> None:
+async def run_delivery(application: BotApplication) -> None:
     """Deliver outcomes until cancelled; one bad outcome never stops the loop."""
-    svc: Services = application.bot_data[SERVICES]
+    svc = application.bot_data.services
     while True:
         try:
             async for outcome in svc.queue.outcomes():
@@ -46,7 +45,7 @@ async def run_delivery(application: Application) -> None:
             await asyncio.sleep(1.0)
 
 
-async def deliver(application: Application, svc: Services, outcome: JobOutcome) -> bool:
+async def deliver(application: BotApplication, svc: Services, outcome: JobOutcome) -> bool:
     """Send one outcome to its chat; True if something was sent."""
     ticket = outcome.job.reply_to.get("ticket")
     if not ticket:
@@ -64,6 +63,7 @@ async def deliver(application: Application, svc: Services, outcome: JobOutcome) 
     chat_id = svc.keyring.open(route["chat"])
     bot = application.bot
     result = outcome.result
+    kind: str
     if outcome.status != "done" or result is None:
         kind = outcome.status
     elif result.ok and result.hb_g_dl is not None:
@@ -127,6 +127,7 @@ async def _still_there(svc: Services, h: str) -> bool:
 async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -> None:
     interval = result.interval_95 or result.interval_80
     low, high = sorted(interval) if interval else (None, None)
+    level = (95 if result.interval_95 else 80) if interval else None
     await svc.store.add_record(
         h,
         {
@@ -136,6 +137,9 @@ async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -
             "hb": result.hb_g_dl,
             "low": low,
             "high": high,
+            "level": level,
+            "validated": result.validated_for_group,
+            "danger": result.danger_signs,
             "category": result.category,
             "referral": result.referral,
         },

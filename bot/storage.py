@@ -96,6 +96,7 @@ class Store(Protocol):
     async def add_record(self, h: str, record: dict[str, Any]) -> None: ...
     async def records(self, h: str) -> list[dict[str, Any]]: ...
     async def hit_rate(self, h: str, limit: int, window_s: float = 3600.0) -> bool: ...
+    async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float: ...
     async def put_ticket(self, ticket: str, h: str, data: dict[str, Any], ttl_s: int) -> None: ...
     async def get_ticket(self, ticket: str) -> dict[str, Any] | None: ...
     async def update_ticket(self, ticket: str, **fields: Any) -> None: ...
@@ -156,6 +157,15 @@ class MemoryStore:
             times.append(now)
         self.rates[h] = times
         return allowed
+
+    async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float:
+        """When hit_rate will next allow one (now if it already does): what a refused person
+        is told."""
+        now = time.time()
+        times = sorted(x for x in self.rates.get(h, []) if x > now - window_s)
+        if len(times) < limit:
+            return now
+        return times[len(times) - limit] + window_s
 
     def _live(self, ticket: str) -> tuple[float, str, dict[str, Any]] | None:
         entry = self.tickets.get(ticket)
@@ -323,6 +333,19 @@ class RedisStore:
             pipe.expire(key, int(window_s) + 60)
             await pipe.execute()
         return True
+
+    async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float:
+        """When hit_rate will next allow one (now if it already does)."""
+        key = self._k("person", h, "rate")
+        now = time.time()
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now - window_s)
+            pipe.zcard(key)
+            _, count = await pipe.execute()
+        if count < limit:
+            return now
+        oldest = await self.r.zrange(key, count - limit, count - limit, withscores=True)
+        return float(oldest[0][1]) + window_s if oldest else now
 
     async def put_ticket(self, ticket: str, h: str, data: dict[str, Any], ttl_s: int) -> None:
         async with self.r.pipeline(transaction=True) as pipe:

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_screen(sub)
     _add_worker(sub)
     _add_bot(sub)
-    _add_optional(sub, "hbscreen.bot.demo", "add_demo_parser", "demo-chat")
+    _add_optional(sub, "hbscreen.standin.demo", "add_demo_parser", "demo-chat")
     _add_optional(sub, "hbscreen.training.cli", "add_train_parser", "train")
     _add_optional(sub, "hbscreen.training.cli", "add_evaluate_parser", "evaluate")
     return parser

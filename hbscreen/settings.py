@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     hash_key: SecretStr | None = None  # keyed hash of chat ids; required in production
     record_ttl_s: int = 400 * 24 * 3600  # a person's stored data expires after their last visit
-    rate_limit_per_hour: int = 20
+    rate_limit_per_hour: int = 20  # photos per hour for a person screening herself or family
+    # ... and for a health worker (10 patients x 2 eyes an hour, with retakes, has room)
+    worker_rate_limit_per_hour: int = 200
     consent_policy_version: str = "2026-11"
     reminder_weeks: int = 4  # opt-in "screen again" reminder; 0 turns the offer off
     reminder_check_s: float = 60.0  # how often the bot looks for due reminders

@@ -13,10 +13,10 @@ from pathlib import Path
 from PIL import Image
 
 from hbscreen.bot.app import build_application
-from hbscreen.bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
 from hbscreen.bot.storage import KeyRing, make_store
 from hbscreen.compose import queue_config, queue_sealer, wire_submitter
 from hbscreen.settings import Settings
+from hbscreen.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
 from tests.redis_server import QUEUE_KEY
 from tests.synthetic import synthetic_jpeg
 
@@ -136,6 +136,8 @@ async def choose_group(user: SimulatedUser, group: str, *, danger: bool = False)
     for data in GROUP_TAPS[group]:
         await tap(user, data)
     await tap(user, "danger:yes" if danger else "danger:no")
+    if danger:  # the urgent referral comes first; the photo only if still wanted
+        await tap(user, "danger:photo")
     return await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
 
 

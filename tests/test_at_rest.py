@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hbscreen.bot.i18n import t
-from hbscreen.bot.standin import photo_variants
+from hbscreen.standin.state import photo_variants
 from tests.bot_harness import (
     bot_settings,
     buttons_of,

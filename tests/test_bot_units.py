@@ -193,6 +193,9 @@ def test_every_result_message_renders_in_every_language(lang):
         text = messages.result_text(_result(group, category, referral, validated, danger), lang)
         assert disclaimer in text
         assert (messages.not_validated_text(lang) in text) is (not validated)
+        if not validated:  # the warning comes first, the number only as a range
+            assert text.startswith(messages.not_validated_text(lang))
+            assert t(lang, "Estimated haemoglobin (Hb): <b>{hb} g/dL</b>.", hb="10.3") not in text
         assert "{" not in text and "}" not in text
     labelled = messages.result_text(
         _result("woman", "none", "routine", False, False), lang, label="<P-1>"
@@ -211,7 +214,7 @@ def test_an_estimate_above_the_cut_off_sent_for_a_test_says_why_not_normal(lang)
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_numbers_use_the_locale(lang):
-    text = messages.result_text(_result("woman", "mild", "blood_test", False, False), lang)
+    text = messages.result_text(_result("woman", "mild", "blood_test", True, False), lang)
     if lang == "fr":
         assert "10,3" in text and "8,1" in text
     else:
@@ -257,8 +260,12 @@ def test_other_messages_render(lang):
         messages.photo_guide_text(lang),
         messages.help_text(lang),
         messages.privacy_text(lang, "v1", 1.7e9),
-        messages.danger_question(lang, True),
-        messages.danger_question(lang, False),
+        *(messages.danger_question(lang, g) for g in GROUPS),
+        messages.danger_referral_text(lang, True),
+        messages.danger_referral_text(lang, False),
+        messages.young_baby_text(lang, True),
+        messages.young_baby_text(lang, False),
+        messages.rate_limited_text(lang, 3600.0, 100.0),
         messages.could_not_process_text(lang),
         messages.heatmap_caption(lang),
     ):
