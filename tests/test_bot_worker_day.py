@@ -39,7 +39,7 @@ PATIENTS = [
     ("P-03", "pregnant-2", 2, ""),
     ("P-04", "woman", 2, "retake"),  # a dark photo first
     ("P-05", "baby", 0, "baby"),  # younger than 6 months: not screened
-    ("P-06", "child-24-59m", 1, "danger-photo"),  # danger signs, photo anyway
+    ("P-06", "child-24-59m", 1, "danger-photo"),  # danger signs, then a photo all the same
     ("P-07", "man", 1, ""),
     ("P-08", "child-5-11y", 2, ""),
     ("P-09", "pregnant-3", 0, "danger"),  # danger signs, referred without a photo
@@ -82,7 +82,7 @@ async def _one_patient(user, label: str, group: str, eyes: int, what: str, photo
         if what == "danger":
             await press(user, "after:other")
             return
-        await press(user, "danger:photo")
+        # She sends the photo without tapping "Take the photo anyway": that is her answer.
     if what == "retake":
         await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
         await user.send_photo(dark(photo))
