@@ -63,6 +63,7 @@ async def deliver(application: BotApplication, svc: Services, outcome: JobOutcom
     chat_id = svc.keyring.open(route["chat"])
     bot = application.bot
     result = outcome.result
+    kind: str
     if outcome.status != "done" or result is None:
         kind = outcome.status
     elif result.ok and result.hb_g_dl is not None:

@@ -7,14 +7,18 @@ import csv
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hbscreen.bot.i18n import LANGUAGES, t
 from hbscreen.bot.messages import REFERRAL_TEXT, plain, result_parts
 from hbscreen.inference.advice import GROUPS, cutoffs_for
+from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
-MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
+if TYPE_CHECKING:
+    from hbscreen.inference.queue.protocol import JobOutcome
+
+MAX_READ_BYTES = MAX_BYTES + 1  # intake refuses anything larger; never read more
 
 CSV_FIELDS = (
     "path",
@@ -103,7 +107,7 @@ def collect_inputs(paths: Iterable[Path]) -> list[Path]:
                     f
                     for f in p.rglob("*")
                     if f.is_file()
-                    and f.suffix.lower() in IMAGE_SUFFIXES
+                    and f.suffix.lower() in IMAGE_EXTENSIONS
                     and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 )
             )
@@ -145,7 +149,7 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
 
     from hbscreen.inference.queue.batch import screen_via_queue
 
-    results: list[ScreeningResult] = []
+    results: list[tuple[str, JobOutcome]] = []
 
     async def go() -> None:
         from .compose import wire_submitter
@@ -287,6 +291,13 @@ def run_screen(args: argparse.Namespace) -> int:
         return 2
     if not inputs:
         print("hbscreen screen: no image files found (.jpg .png .webp .heic)", file=sys.stderr)
+        return 2
+    from .settings import get_settings
+
+    if args.queue and get_settings().queue_key is None:
+        from .compose import NO_QUEUE_KEY
+
+        print(f"hbscreen screen --queue: {NO_QUEUE_KEY}", file=sys.stderr)
         return 2
     batch = len(inputs) > 1
     csv_path = args.csv or (args.out / "summary.csv" if batch else None)

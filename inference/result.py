@@ -72,7 +72,3 @@ class ScreeningResult(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ScreeningResult:
-        return cls.model_validate_json(text)

@@ -15,7 +15,7 @@ from hbscreen.bot.handlers.commands import records_csv
 from hbscreen.bot.handlers.flow import looks_like_a_name
 from hbscreen.bot.handlers.photo import is_image_document
 from hbscreen.bot.i18n import LANGUAGES, fmt_number, t
-from hbscreen.bot.storage import KeyRing, MemoryStore, RedisStore
+from hbscreen.bot.storage import KeyRing, MemoryStore, RedisStore, TamperedError
 from hbscreen.inference.advice import GROUPS, cutoffs_for
 from hbscreen.inference.result import ErrorInfo, Quality, QualityCheck, ScreeningResult
 
@@ -46,11 +46,13 @@ def test_sealed_chat_ids_open_only_with_the_key(chat_id):
     assert ring.open(token) == chat_id
     assert ring.seal(chat_id) != token  # a fresh nonce each time: tokens cannot be linked
     assert str(chat_id) not in token
-    with pytest.raises(ValueError):
+    with pytest.raises(TamperedError):
         KeyRing(b"other").open(token)
     tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
-    with pytest.raises(ValueError):
+    with pytest.raises(TamperedError):
         ring.open(tampered)
+    with pytest.raises(TamperedError):
+        ring.open("not-a-token")
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -59,9 +61,58 @@ async def store(request):
         yield MemoryStore()
         return
     url = request.getfixturevalue("redis_url")
-    s = RedisStore(url, prefix="t:")
+    s = RedisStore(url, prefix="t:", sealer=KeyRing(b"secret").records)
     yield s
     await s.close()
+
+
+async def test_stored_values_are_sealed_and_a_tampered_record_is_rejected(redis_url) -> None:
+    store = RedisStore(redis_url, prefix="t:", sealer=KeyRing(b"secret").records)
+    try:
+        await store.update_profile("p", group="pregnant-2", lang="sw")
+        await store.add_record("p", {"time": 1.0, "hb": 10.4, "group": "pregnant-2"})
+        await store.add_record("p", {"time": 2.0, "hb": 12.9, "group": "pregnant-2"})
+        raw = await store.r.lrange("t:person:p:records", 0, -1)
+        assert all("10.4" not in x and "pregnant" not in x for x in raw)
+        assert "pregnant" not in str(await store.r.hgetall("t:person:p"))
+        assert 0 < await store.r.ttl("t:person:p:records") <= store.record_ttl_s
+        assert [r["hb"] for r in await store.records("p")] == [10.4, 12.9]
+
+        # one bit flipped in the second record: refused with a clear error, not misread
+        flipped = raw[1][:-3] + ("A" if raw[1][-3] != "A" else "B") + raw[1][-2:]
+        await store.r.lset("t:person:p:records", 1, flipped)
+        with pytest.raises(TamperedError, match="'records' failed authentication"):
+            await store.records("p")
+        # a sealed value copied to another person does not open either
+        await store.r.lset("t:person:p:records", 1, raw[1])
+        await store.r.rpush("t:person:q:records", raw[0])
+        with pytest.raises(TamperedError):
+            await store.records("q")
+        # nor with another key
+        other = RedisStore(redis_url, prefix="t:", sealer=KeyRing(b"other").records)
+        with pytest.raises(TamperedError):
+            await other.get_profile("p")
+        await other.close()
+    finally:
+        await store.close()
+
+
+async def test_migration_drops_records_of_the_old_scheme_once(redis_url) -> None:
+    store = RedisStore(redis_url, prefix="t:", sealer=KeyRing(b"secret").records)
+    try:
+        await store.r.hset("t:person:old", mapping={"lang": '"fr"'})  # version 1: plain JSON
+        await store.r.rpush("t:person:old:records", '{"hb": 11.0}')
+        await store.r.hset("t:conv:screening", "old", "3")
+        await store.r.zadd("t:reminders", {"old": 1.0})
+        await store.r.hset("t:stats:2026-11-01", "camp|routine", 4)
+        assert await store.migrate() == 4
+        assert await store.get_profile("old") == {} and await store.records("old") == []
+        assert await store.stats(["2026-11-01"]) == {"2026-11-01": {"camp|routine": 4}}
+        await store.update_profile("new", lang="en")
+        assert await store.migrate() == 0  # once only: new records stay
+        assert await store.get_profile("new") == {"lang": "en"}
+    finally:
+        await store.close()
 
 
 async def test_store_rate_limit(store):

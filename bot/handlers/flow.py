@@ -12,7 +12,7 @@ import logging
 import re
 from pathlib import Path
 
-from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, Update
+from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import ConversationHandler
 
@@ -117,12 +117,14 @@ async def send_photo_guide(update: Update, lang: str) -> None:
     await _send(update, text)
 
 
-async def _answer(query: CallbackQuery) -> None:
+async def _answer(query: CallbackQuery | None) -> None:
     """Acknowledge the tap and show the choice under the question (best effort)."""
+    if query is None:
+        return
     with contextlib.suppress(TelegramError):
         await query.answer()
     msg, markup = query.message, getattr(query.message, "reply_markup", None)
-    if msg is None or markup is None or not getattr(msg, "text", None):
+    if not isinstance(msg, Message) or markup is None or not msg.text:
         return
     chosen = next(
         (b.text for row in markup.inline_keyboard for b in row if b.callback_data == query.data),
