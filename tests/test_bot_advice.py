@@ -76,6 +76,12 @@ def test_never_unlikely_when_the_range_reaches_anaemia(lang):
         assert any(t(lang, u) in clear for u in UNLIKELY), (group, clear)
 
 
+def test_danger_signs_say_go_today_once():
+    r = _result("child-24-59m", "urgent", hb=10.0, half=3.5, danger=True)
+    text = messages.plain(messages.result_text(r, "en"))
+    assert text.lower().count("today") == 1, text
+
+
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_pregnancy_advice_in_every_pregnant_result(lang):
     advice = t(lang, messages.PREGNANCY_ADVICE)
