@@ -313,3 +313,24 @@ def test_cli_text_in_another_language(tmp_path, capsys):
     disclaimer = "This is a screening, not a diagnosis. Only a blood test can confirm anaemia."
     assert t("fr", disclaimer) in text
     assert "no anaemia" not in text and "<b>" not in text
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_long_day_fits_one_message(lang):
+    """Two hundred patients: the newest lines that fit in Telegram's 4096, the rest counted."""
+    base = 1_800_000_000
+    records = [
+        {"time": base + 60 * i, "label": f"P-{i:017d}", "group": "pregnant-3", "hb": 9.0,
+         "low": 5.5, "high": 12.5, "level": 95, "validated": False, "danger": i % 7 == 0,
+         "category": "moderate", "referral": "blood_test"}
+        for i in range(200)
+    ]  # fmt: skip
+    text = messages.summary_text(records, lang)
+    assert messages._units(text) <= messages.MESSAGE_LIMIT
+    lines = text.splitlines()
+    assert f"P-{199:017d}" in lines[-2]  # the newest patient is there, before the legend
+    shown = sum(1 for x in lines if "P-0" in x)
+    earlier = messages.tn(
+        lang, "{n} earlier patient: see /export.", "{n} earlier patients: see /export.", 200 - shown
+    )
+    assert lines[1] == earlier
