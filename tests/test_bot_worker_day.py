@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,7 @@ async def test_a_health_workers_morning_of_ten_patients(standin, redis_url, mode
     assert any("⚠️ P-09" in x and t("en", "go today") in x for x in patient_lines)
     assert any("⚠️ P-06" in x for x in patient_lines)
 
+    assert re.fullmatch(r"screenings-\d{4}-\d{2}-\d{2}\.csv", doc.file_name or ""), doc
     rows = list(csv.DictReader(io.StringIO(doc.data.decode())))
     assert len(rows) == 16  # 14 results, 1 retake, 1 referral without a photo
     assert all(r["time"].endswith("+03:00") for r in rows)  # Nairobi, no daylight saving
