@@ -127,6 +127,7 @@ async def _still_there(svc: Services, h: str) -> bool:
 async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -> None:
     interval = result.interval_95 or result.interval_80
     low, high = sorted(interval) if interval else (None, None)
+    level = (95 if result.interval_95 else 80) if interval else None
     await svc.store.add_record(
         h,
         {
@@ -136,6 +137,9 @@ async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -
             "hb": result.hb_g_dl,
             "low": low,
             "high": high,
+            "level": level,
+            "validated": result.validated_for_group,
+            "danger": result.danger_signs,
             "category": result.category,
             "referral": result.referral,
         },

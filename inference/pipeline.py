@@ -113,6 +113,7 @@ class Pipeline:
             "group": group,
             "danger_signs": danger_signs,
             "validated_for_group": group in self.regressor.card.validated_groups,
+            "validated_groups": list(self.regressor.card.validated_groups),
             "anaemia_below_g_dl": advice.cutoffs_for(group).anaemia_below,
             "model_versions": self.model_versions,
         }

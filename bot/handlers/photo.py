@@ -18,8 +18,9 @@ from telegram.error import TelegramError
 
 from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.queue.protocol import Job, QueueBusy
+from hbscreen.settings import Settings
 
-from .. import metrics
+from .. import messages, metrics
 from ..i18n import t
 from ..services import BotContext, Person, load_person, now
 from .flow import PHOTO, advance
@@ -64,15 +65,13 @@ async def on_photo(update: Update, context: BotContext) -> int:
         )
         return PHOTO
     svc = context.services
-    if not await svc.store.hit_rate(person.h, svc.settings.rate_limit_per_hour):
+    limit = rate_limit_for(svc.settings, person)
+    if not await svc.store.hit_rate(person.h, limit):
         metrics.PHOTOS.labels("rate_limited").inc()
+        free_at = await svc.store.rate_free_at(person.h, limit)
         await msg.reply_text(
             do_quote=True,
-            text=t(
-                lang,
-                "You sent many photos in the last hour. Please wait a while, then try again. "
-                "This keeps the service fair for everyone.",
-            ),
+            text=messages.rate_limited_text(lang, free_at, now(), svc.settings.tz),
         )
         return PHOTO
     await _chat_action(update)
@@ -94,6 +93,12 @@ async def on_photo(update: Update, context: BotContext) -> int:
         return PHOTO
     await submit(update, context, person, data)
     return PHOTO
+
+
+def rate_limit_for(settings: Settings, person: Person) -> int:
+    """Photos per hour: a health worker screens a clinic's patients (2 eyes each, retakes),
+    a person screens herself and her family."""
+    return settings.worker_rate_limit_per_hour if person.worker else settings.rate_limit_per_hour
 
 
 async def _chat_action(update: Update) -> None:
