@@ -106,7 +106,7 @@ def overlay(
     interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
     rgb = cv2.resize(rgb, size, interpolation=interp)
     mask = np.clip(cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_LINEAR), 0, 1)
-    cam_full = cv2.resize(cam_full, size, interpolation=cv2.INTER_LINEAR)
+    cam_full = np.asarray(cv2.resize(cam_full, size, interpolation=cv2.INTER_LINEAR), np.float32)
     inside = mask > 0.5
 
     # The photo stays as it is inside the measured region, a little darker outside it.
