@@ -291,7 +291,8 @@ def run_screen(args: argparse.Namespace) -> int:
         print(f"hbscreen screen: no such file or folder: {e.args[0]}", file=sys.stderr)
         return 2
     if not inputs:
-        print("hbscreen screen: no image files found (.jpg .png .webp .heic)", file=sys.stderr)
+        endings = " ".join(sorted(IMAGE_EXTENSIONS))
+        print(f"hbscreen screen: no image files found ({endings})", file=sys.stderr)
         return 2
     from .settings import get_settings
 
