@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import csv
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, overload
 
 from hbscreen.inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
+
+if TYPE_CHECKING:
+    from hbscreen.inference.queue.base import JobQueue
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
@@ -136,40 +142,96 @@ def screen_local(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scree
         yield _with_heatmap(args, result, jpeg, path, i, len(inputs))
 
 
+class LazyFiles(Sequence[tuple[str, bytes]]):
+    """(path, bytes) read only when the batch submits that item, so a batch of 40 x 19 MB
+    photos never sits in memory at once (the queue keeps at most its in-flight window)."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, bytes]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[str, bytes]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[str, bytes] | list[tuple[str, bytes]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        path = self.paths[i]
+        return str(path), read_limited(path)
+
+
+# A batch's results stream holds health data; nobody reads it after its jobs' deadlines, so
+# if the CLI is killed it expires this long after the last outcome, not after 7 days.
+BATCH_RESULTS_TTL_MARGIN_S = 300
+
+
 def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[ScreeningResult]:
-    import asyncio
+    """Stream results as the workers finish them (each is written out, then forgotten).
+
+    Interrupted (Ctrl-C, SIGTERM, an error downstream), the batch cancels its jobs still
+    waiting and deletes its results stream; killed outright, the stream's short TTL ends it."""
+    import signal
 
     from hbscreen.inference.queue.batch import screen_via_queue
+    from hbscreen.inference.queue.factory import make_queue
+    from hbscreen.settings import get_settings
 
-    results: list[ScreeningResult] = []
-
-    async def go() -> None:
-        from hbscreen.inference.queue.factory import make_queue
-
-        queue = make_queue(args.queue)
-        try:
-            items = [(str(p), read_limited(p)) for p in inputs]
-            async for path, outcome in screen_via_queue(
-                queue, items, args.group, cutout=args.cutout, danger_signs=args.danger_signs
-            ):
-                results.append((path, outcome))
-        finally:
-            await queue.close()
-
-    asyncio.run(go())
+    settings = get_settings()
+    ttl = int(settings.job_deadline_s) + BATCH_RESULTS_TTL_MARGIN_S
+    loop = asyncio.new_event_loop()
+    queue = make_queue(args.queue, settings=settings, results_ttl_s=ttl)
+    outcomes = screen_via_queue(
+        queue, LazyFiles(inputs), args.group, cutout=args.cutout, danger_signs=args.danger_signs
+    )
     index = {str(p): i for i, p in enumerate(inputs)}
-    for path, outcome in results:
-        result = outcome.result or ScreeningResult(
-            path=path,
-            group=args.group,
-            ok=False,
-            referral="retake",
-            error=ErrorInfo(code=outcome.status, message=f"the job ended as {outcome.status}"),
-        )
-        result.path = path
-        yield _with_heatmap(
-            args, result, outcome.heatmap_jpeg, Path(path), index[path], len(inputs)
-        )
+    previous_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # clean up like Ctrl-C
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, on_term)
+    step: asyncio.Future | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(outcomes), loop=loop)
+            try:
+                path, outcome = loop.run_until_complete(step)
+            except StopAsyncIteration:
+                break
+            step = None
+            result = outcome.result or ScreeningResult(
+                path=path,
+                group=args.group,
+                ok=False,
+                referral="retake",
+                error=ErrorInfo(code=outcome.status, message=f"the job ended as {outcome.status}"),
+            )
+            result.path = path
+            yield _with_heatmap(
+                args, result, outcome.heatmap_jpeg, Path(path), index[path], len(inputs)
+            )
+    finally:
+        loop.run_until_complete(_end_batch(step, outcomes, queue))
+        loop.close()
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+async def _end_batch(
+    step: asyncio.Future | None, outcomes: AsyncIterator[object], queue: JobQueue
+) -> None:
+    """Stop reading; the batch generator cancels what is still queued; delete the results."""
+    if step is not None:
+        step.cancel()
+        with contextlib.suppress(BaseException):
+            await step
+    with contextlib.suppress(Exception):
+        await outcomes.aclose()  # type: ignore[attr-defined]
+    await queue.close()
 
 
 def _unreadable(args: argparse.Namespace, path: Path, e: OSError) -> ScreeningResult:
@@ -289,23 +351,26 @@ def run_screen(args: argparse.Namespace) -> int:
         file=sys.stderr,
         leave=False,
     )
-    rows = []
-    for r in results:
-        progress.update(1)
-        if args.json:
-            print(r.to_json(), flush=True)
-        else:
-            progress.write(format_text(r) + "\n", file=sys.stdout)
-        rows.append(csv_row(r))
-    progress.close()
-    if csv_path:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with csv_path.open("w", newline="", encoding="utf-8") as f:
+    n = 0
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if csv_path:  # written row by row: a batch's results are never all in memory
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(csv_path.open("w", newline="", encoding="utf-8"))
             writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             writer.writeheader()
-            writer.writerows(rows)
+        for r in results:
+            progress.update(1)
+            if args.json:
+                print(r.to_json(), flush=True)
+            else:
+                progress.write(format_text(r) + "\n", file=sys.stdout)
+            if writer is not None:
+                writer.writerow(csv_row(r))
+            n += 1
+    progress.close()
     if not args.json:
-        summary = f"Screened {len(rows)} photo(s)."
+        summary = f"Screened {n} photo(s)."
         if csv_path:
             summary += f" Summary: {csv_path}"
         print(f"{summary}\n{DISCLAIMER_EN}")

@@ -80,3 +80,8 @@ async def screen_via_queue(
                     await task
         with contextlib.suppress(Exception):
             await outcomes.aclose()  # type: ignore[attr-defined]
+        # Left early (interrupted, timed out): the rest of the batch must not be screened for
+        # nobody, nor its results wait in Redis; cancelled jobs publish no outcome.
+        for job_id in list(pending):
+            with contextlib.suppress(Exception):
+                await queue.cancel(job_id)
