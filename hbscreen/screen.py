@@ -15,7 +15,7 @@ from hbscreen.inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 if TYPE_CHECKING:
-    from hbscreen.inference.queue.base import JobQueue
+    from .compose import Wiring
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
@@ -176,15 +176,21 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
     import signal
 
     from hbscreen.inference.queue.batch import screen_via_queue
-    from hbscreen.inference.queue.factory import make_queue
-    from hbscreen.settings import get_settings
+
+    from .compose import wire_submitter
+    from .settings import get_settings
 
     settings = get_settings()
     ttl = int(settings.job_deadline_s) + BATCH_RESULTS_TTL_MARGIN_S
+    settings = settings.model_copy(update={"redis_url": args.queue, "results_ttl_s": ttl})
     loop = asyncio.new_event_loop()
-    queue = make_queue(args.queue, settings=settings, results_ttl_s=ttl)
+    wiring = wire_submitter(settings, submitter=None)  # a private results stream
     outcomes = screen_via_queue(
-        queue, LazyFiles(inputs), args.group, cutout=args.cutout, danger_signs=args.danger_signs
+        wiring.queue,
+        LazyFiles(inputs),
+        args.group,
+        cutout=args.cutout,
+        danger_signs=args.danger_signs,
     )
     index = {str(p): i for i, p in enumerate(inputs)}
     previous_term = signal.getsignal(signal.SIGTERM)
@@ -215,14 +221,14 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
                 args, result, outcome.heatmap_jpeg, Path(path), index[path], len(inputs)
             )
     finally:
-        loop.run_until_complete(_end_batch(step, outcomes, queue))
+        loop.run_until_complete(_end_batch(step, outcomes, wiring))
         loop.close()
         with contextlib.suppress(ValueError, TypeError):
             signal.signal(signal.SIGTERM, previous_term)
 
 
 async def _end_batch(
-    step: asyncio.Future | None, outcomes: AsyncIterator[object], queue: JobQueue
+    step: asyncio.Future | None, outcomes: AsyncIterator[object], wiring: Wiring
 ) -> None:
     """Stop reading; the batch generator cancels what is still queued; delete the results."""
     if step is not None:
@@ -231,7 +237,7 @@ async def _end_batch(
             await step
     with contextlib.suppress(Exception):
         await outcomes.aclose()  # type: ignore[attr-defined]
-    await queue.close()
+    await wiring.close()
 
 
 def _unreadable(args: argparse.Namespace, path: Path, e: OSError) -> ScreeningResult:
