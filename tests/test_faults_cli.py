@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from hbscreen.inference.queue.redis_streams import RedisStreamsQueue
+from hbscreen.inference.queue.redis_streams import RedisJobSource
 from hbscreen.inference.worker import serve
 from tests.redis_server import RedisServer, noop_process, slow_process
 from tests.synthetic import synthetic_jpeg
@@ -29,7 +29,7 @@ DEADLINE_S = 30
 
 @contextlib.asynccontextmanager
 async def worker(url: str, process=slow_process) -> AsyncIterator[None]:
-    q = RedisStreamsQueue(url, submitter="worker")
+    q = RedisJobSource(url)
     stop = asyncio.Event()
     task = asyncio.create_task(serve(q, process, stop=stop, block_s=0.1, grace_s=1))
     try:
@@ -41,6 +41,7 @@ async def worker(url: str, process=slow_process) -> AsyncIterator[None]:
 
 
 def cli(folder: Path, url: str, out: Path) -> subprocess.Popen[str]:
+    """The CLI; its stderr goes to OUT/stderr.txt (read by a failing assertion)."""
     env = os.environ | {
         "PYTHONPATH": str(ROOT),
         "HBSCREEN_JOB_DEADLINE_S": str(DEADLINE_S),
@@ -48,7 +49,11 @@ def cli(folder: Path, url: str, out: Path) -> subprocess.Popen[str]:
     }
     cmd = [sys.executable, "-m", "hbscreen.cli", "screen", str(folder), "--json"]
     cmd += ["--queue", url, "--out", str(out), "--no-heatmap"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "stderr.txt").open("w") as err:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True
+        )
 
 
 async def first_line(proc: subprocess.Popen[str]) -> str:
@@ -89,11 +94,13 @@ async def test_interrupted_batch_leaves_no_results_and_cancels_the_rest(
         proc.send_signal(how)
         await asyncio.to_thread(proc.wait, 30)
         await asyncio.sleep(1.0)  # the job in the worker's hands finishes meanwhile
+    stderr = (tmp_path / "out" / "stderr.txt").read_text()
+    assert "Traceback" not in stderr or "KeyboardInterrupt" in stderr.splitlines()[-1], stderr
     assert proc.returncode != 0  # interrupted, and says so
-    assert await keys(redis_server.url, "hbscreen:results:*") == []  # no health data waits
-    assert await keys(redis_server.url, "hbscreen:img:*") == []  # no photo waits
+    assert await keys(redis_server.url, "{hbscreen}:results:*") == []  # no health data waits
+    assert await keys(redis_server.url, "{hbscreen}:img:*") == []  # no photo waits
     r = aioredis.Redis.from_url(redis_server.url)
-    states = [await r.hget(k, "state") for k in await keys(redis_server.url, "hbscreen:job:*")]
+    states = [await r.hget(k, "state") for k in await keys(redis_server.url, "{hbscreen}:job:*")]
     await r.aclose()
     assert b"cancelled" in states and b"queued" not in states, states
 
@@ -108,7 +115,7 @@ async def test_killed_batch_results_expire_with_the_deadline_not_in_7_days(
         proc.kill()  # no clean-up possible
         await asyncio.to_thread(proc.wait, 30)
         await asyncio.sleep(0.8)  # a result or two more lands in the orphaned stream
-        streams = await keys(redis_server.url, "hbscreen:results:*")
+        streams = await keys(redis_server.url, "{hbscreen}:results:*")
         assert streams
         r = aioredis.Redis.from_url(redis_server.url)
         ttls = [await r.ttl(k) for k in streams]

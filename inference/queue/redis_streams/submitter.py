@@ -71,6 +71,7 @@ class RedisSubmitter(OutcomeWaiters):
                 job.deadline_at,
                 self.side.stream_maxlen,
                 job.id,
+                self.config.results_ttl_s,
             ],
         )
         if entry is None:

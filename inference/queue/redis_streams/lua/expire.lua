@@ -1,6 +1,7 @@
 -- Expire one job past its deadline: the submitter gets an "expired" outcome.
 -- KEYS: jobs stream, job hash, image, deadlines zset, results stream (origin)
--- ARGV: group, now, stream maxlen, results ttl, final-state ttl, job id
+-- ARGV: group, now, stream maxlen, results ttl (unless the submitter set its own), final-state
+--       ttl, job id
 local jobs, h, img, deadlines, origin = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[6]
 local due = redis.call('ZSCORE', deadlines, id)
@@ -15,7 +16,7 @@ redis.call('HSET', h, 'state', 'expired')
 redis.call('XADD', origin, 'MAXLEN', '~', ARGV[3], '*', 'id', id, 'status', 'expired',
            'job', redis.call('HGET', h, 'job'), 'tries', redis.call('HGET', h, 'tries'),
            'result', '', 'heatmap', '')
-redis.call('EXPIRE', origin, ARGV[4])
+redis.call('EXPIRE', origin, redis.call('HGET', h, 'rttl') or ARGV[4])
 redis.call('HDEL', h, 'job')
 redis.call('EXPIRE', h, ARGV[5])
 redis.call('DEL', img)
