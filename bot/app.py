@@ -22,7 +22,7 @@ from .delivery import run_delivery
 from .handlers.flow import set_default_commands
 from .persistence import StorePersistence
 from .reminders import send_due_reminders
-from .services import CONTEXT_TYPES, BotApplication, Services, hash_secret
+from .services import CONTEXT_TYPES, BotApplication, BotContext, Services, hash_secret
 from .storage import KeyRing, Store, make_store
 from .updates import guard_replays
 
@@ -44,8 +44,13 @@ def build_application(
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     owns_store = store is None
-    store = store or make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:")
     keyring = KeyRing(hash_secret(settings))
+    store = store or make_store(
+        settings.redis_url,
+        prefix=f"{settings.redis_prefix}:bot:",
+        sealer=keyring.records,
+        record_ttl_s=settings.record_ttl_s,
+    )
     application = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
@@ -69,6 +74,7 @@ def build_application(
 
 async def _post_init(application: BotApplication) -> None:
     svc = application.bot_data.services
+    await svc.store.migrate()  # once: records of the old scheme cannot be read, they go
     await set_default_commands(application.bot, svc.settings.admin_ids)
     application.bot_data.delivery_task = asyncio.create_task(
         run_delivery(application), name="hbscreen-delivery"
@@ -80,6 +86,20 @@ async def _post_init(application: BotApplication) -> None:
             first=1.0,
             name="reminders",
         )
+        if svc.settings.aof_rewrite_s > 0:  # expired and deleted data leave the disk too
+            application.job_queue.run_repeating(
+                _compact_store,
+                interval=svc.settings.aof_rewrite_s,
+                first=svc.settings.aof_rewrite_s,
+                name="aof-rewrite",
+            )
+
+
+async def _compact_store(context: BotContext) -> None:
+    try:
+        await context.services.store.compact()
+    except Exception as e:  # e.g. a managed Redis that refuses BGREWRITEAOF
+        log.warning("scheduled AOF rewrite failed: %s", type(e).__name__)
 
 
 async def _post_stop(application: BotApplication) -> None:
@@ -125,7 +145,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # Listen before telling Telegram where to deliver, so no first update is refused.
         await runner.setup()
         await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
-        if webhook:
+        if settings.webhook_url and settings.webhook_secret:  # webhook (checked above)
             await application.bot.set_webhook(
                 settings.webhook_url,
                 secret_token=settings.webhook_secret.get_secret_value(),
@@ -133,6 +153,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             )
         else:
             await application.bot.delete_webhook()
+            if application.updater is None:  # ApplicationBuilder always makes one
+                raise RuntimeError("polling needs the Application's Updater")
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
         log.info(
             "bot running (%s); health on %s:%s",

@@ -20,6 +20,8 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBUserWarning
 
+from hbscreen.inference.limits import IMAGE_EXTENSIONS
+
 from .handlers import commands, flow, misc, photo
 from .persistence import PersonConversationHandler
 from .services import BotApplication, BotContext
@@ -135,8 +137,8 @@ def register_handlers(application: BotApplication, keyring: KeyRing) -> None:
 
 
 def _image_by_name() -> filters.BaseFilter:
-    exts = sorted(e.lstrip(".") for e in photo.IMAGE_EXTENSIONS)
-    f = filters.Document.FileExtension(exts[0])
+    exts = sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    f: filters.BaseFilter = filters.Document.FileExtension(exts[0])
     for ext in exts[1:]:
         f = f | filters.Document.FileExtension(ext)
     return f

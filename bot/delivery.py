@@ -46,13 +46,13 @@ from typing import Any, Protocol
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
+from hbscreen.inference.crypto import Sealer
 from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
 from . import keyboards, messages, metrics
 from .i18n import t
 from .services import BotApplication, Services, now
-from .storage import derive_key
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class RedisBook:
     `dlv:item:{id}` (hash: sealed outcome, attempts, steps done), `dlv:due` (zset id -> next
     attempt), `dlv:lease:{id}` (owner, with an expiry), `dlv:end:{id}` (how it ended; TTL)."""
 
-    def __init__(self, redis: Any, prefix: str, seal: Sealer) -> None:
+    def __init__(self, redis: Any, prefix: str, seal: BookSealer) -> None:
         self.r = redis
         self.p = f"{prefix}dlv:"
         self.seal = seal
@@ -248,7 +248,7 @@ class RedisBook:
     async def accept(self, p: Pending) -> bool:
         k = self._keys(p.job_id)
         ttl = max(60, int(p.deadline - time.time()) + 3600)
-        data = self.seal.seal(p.to_json())
+        data = self.seal.seal(p.job_id, p.to_json())
         args = [data, time.time(), ttl, p.job_id]
         return bool(await self._accept(keys=[k["item"], k["due"], k["end"]], args=args))
 
@@ -266,7 +266,7 @@ class RedisBook:
         data, attempts, done, fails = res
         steps = {s for s in _text(done).split(",") if s}
         return Pending.from_json(
-            self.seal.open(data if isinstance(data, bytes) else data.encode()),
+            self.seal.open(job_id, data),
             attempts=int(attempts or 0),
             done=steps,
             fails=int(fails) if fails not in (None, b"", "") else None,
@@ -305,33 +305,20 @@ def _text(v: bytes | str | None) -> str:
     return v.decode() if isinstance(v, bytes) else (v or "")
 
 
-class Sealer:
-    """Authenticated encryption of booked outcomes (they hold results and heatmaps) with
-    AES-GCM from `cryptography`, keyed from HBSCREEN_HASH_KEY; without that package (a
-    development install) the bytes are only framed, and a warning says so."""
+class BookSealer:
+    """Booked outcomes hold results and heatmaps: AES-GCM (`hbscreen.inference.crypto`) with a
+    key of their own derived from HBSCREEN_HASH_KEY, bound to the job id; base64 text because
+    the store's client decodes replies."""
 
     def __init__(self, secret: bytes) -> None:
-        try:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-        except ImportError:  # pragma: no cover - cryptography is a runtime dependency
-            log.warning("cryptography is not installed: pending deliveries are not encrypted")
-            self._aead = None
-        else:
-            self._aead = AESGCM(derive_key(secret, "delivery-book"))
+        self._sealer = Sealer.from_secret(secret, "hbscreen/delivery-book/v1")
 
-    def seal(self, plain: bytes) -> bytes:
-        if self._aead is None:
-            return b"p:" + base64.b64encode(plain)
-        nonce = os.urandom(12)
-        return b"g:" + base64.b64encode(nonce + self._aead.encrypt(nonce, plain, b"hbscreen-dlv"))
+    def seal(self, job_id: str, plain: bytes) -> str:
+        return base64.b64encode(self._sealer.seal(plain, job_id.encode())).decode()
 
-    def open(self, sealed: bytes) -> bytes:
-        kind, body = sealed[:2], base64.b64decode(sealed[2:])
-        if kind == b"p:":
-            return body
-        if self._aead is None:
-            raise ValueError("an encrypted pending delivery, and no cryptography to open it")
-        return self._aead.decrypt(body[:12], body[12:], b"hbscreen-dlv")
+    def open(self, job_id: str, sealed: bytes | str) -> bytes:
+        raw = sealed.encode() if isinstance(sealed, str) else sealed
+        return self._sealer.open(base64.b64decode(raw), job_id.encode())
 
 
 def make_book(store: object, secret: bytes) -> Book:
@@ -339,7 +326,7 @@ def make_book(store: object, secret: bytes) -> Book:
     redis = getattr(store, "r", None)
     if redis is None:
         return MemoryBook()
-    return RedisBook(redis, getattr(store, "p", "hb:bot:"), Sealer(secret))
+    return RedisBook(redis, getattr(store, "p", "hb:bot:"), BookSealer(secret))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,6 +539,7 @@ async def run_delivery(application: BotApplication) -> None:
 
 def outcome_kind(outcome: JobOutcome) -> str:
     result = outcome.result
+    kind: str
     if outcome.status != "done" or result is None:
         return outcome.status  # dead, expired
     if result.ok and result.hb_g_dl is not None:
@@ -654,6 +642,7 @@ async def _record_once(
 async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -> None:
     interval = result.interval_95 or result.interval_80
     low, high = sorted(interval) if interval else (None, None)
+    level = (95 if result.interval_95 else 80) if interval else None
     await svc.store.add_record(
         h,
         {
@@ -663,6 +652,9 @@ async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -
             "hb": result.hb_g_dl,
             "low": low,
             "high": high,
+            "level": level,
+            "validated": result.validated_for_group,
+            "danger": result.danger_signs,
             "category": result.category,
             "referral": result.referral,
         },

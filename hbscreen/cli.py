@@ -55,6 +55,11 @@ def _run_worker(args: argparse.Namespace) -> int:
             "hbscreen worker: set REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr
         )
         return 2
+    if settings.queue_key is None:
+        from .compose import NO_QUEUE_KEY
+
+        print(f"hbscreen worker: {NO_QUEUE_KEY}", file=sys.stderr)
+        return 2
     worker_main(settings, process=load_process(args.process) if args.process else None)
     return 0
 

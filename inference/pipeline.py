@@ -113,6 +113,7 @@ class Pipeline:
             "group": group,
             "danger_signs": danger_signs,
             "validated_for_group": group in self.regressor.card.validated_groups,
+            "validated_groups": list(self.regressor.card.validated_groups),
             "anaemia_below_g_dl": advice.cutoffs_for(group).anaemia_below,
             "model_versions": self.model_versions,
         }
@@ -217,6 +218,7 @@ class Pipeline:
         x = preprocess.regression_input(crop, crop_mask, self.regressor.card.preprocessing)
         out = self.regressor.run(x)
         hb = float(np.asarray(out["hb"]).reshape(-1)[0])
-        cam = np.asarray(out["heatmap"], dtype=np.float32).reshape(out["heatmap"].shape[-2:])
+        cam: np.ndarray = np.asarray(out["heatmap"], dtype=np.float32)
+        cam = cam.reshape(out["heatmap"].shape[-2:])
         cam = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         return hb, cam, box

@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from aiohttp.web_request import FileField
 
+from hbscreen.inference.limits import MAX_BYTES
+
 from .entities import render_text, utf16_len
 from .errors import ApiError, bad_request
 from .state import (
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN = "123456789:STANDIN-not-a-secret-token"
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
-MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile refuses bigger files, like Telegram's cloud API
+MAX_DOWNLOAD = MAX_BYTES  # getFile refuses bigger files, like Telegram's cloud API
 MAX_UPLOAD = 50 * 1024 * 1024
 CHAT_ACTIONS = frozenset(
     {
@@ -284,7 +286,7 @@ class BotAPIStandIn:
         if language_code:
             person["language_code"] = language_code
         if chat_type == "private":
-            chat = {"id": user_id, "type": "private", "first_name": first_name}
+            chat: dict[str, Any] = {"id": user_id, "type": "private", "first_name": first_name}
             if username:
                 chat["username"] = username
         elif chat_type in ("group", "supergroup"):
@@ -759,7 +761,7 @@ class BotAPIStandIn:
             if not lenient:
                 raise bad_request("IMAGE_PROCESS_FAILED") from None
             variants = [(data, 1280, 960)]
-        sizes = []
+        sizes: list[dict[str, Any]] = []
         for blob, width, height in variants:
             stored = self._store(blob, "photos", "jpg", "image/jpeg")
             sizes.append(
@@ -836,46 +838,47 @@ class BotAPIStandIn:
 
     async def _m_send_photo(self, p: Params) -> dict[str, Any]:
         state = self._chat_to_send(p)
-        caption, entities = self._caption(p)
+        caption = self._caption(p)
         sizes, data = await self._photo_from(p)
-        reply_to = self._reply_to(state, p)
-        markup = self._reply_markup(state, p)
-        msg = self._add_message(
-            state,
-            from_bot=True,
-            kind="photo",
-            caption=caption,
-            entities=entities,
-            source=p.get_str("caption"),
-            parse_mode=p.get_str("parse_mode"),
-            media=sizes,
-            data=data,
-            mime_type="image/jpeg",
-            reply_markup=markup,
-            reply_to=reply_to,
+        return self._send_media(
+            state, p, caption, kind="photo", media=sizes, data=data, mime_type="image/jpeg"
         )
-        return self.message_json(msg)
 
     async def _m_send_document(self, p: Params) -> dict[str, Any]:
         state = self._chat_to_send(p)
-        caption, entities = self._caption(p)
+        caption = self._caption(p)
         doc, data = self._document_from(p)
-        reply_to = self._reply_to(state, p)
-        markup = self._reply_markup(state, p)
-        msg = self._add_message(
+        return self._send_media(
             state,
-            from_bot=True,
+            p,
+            caption,
             kind="document",
-            caption=caption,
-            entities=entities,
-            source=p.get_str("caption"),
-            parse_mode=p.get_str("parse_mode"),
             media=doc,
             data=data,
             file_name=doc.get("file_name"),
             mime_type=doc["mime_type"],
+        )
+
+    def _send_media(
+        self,
+        state: ChatState,
+        p: Params,
+        caption: tuple[str | None, list[dict[str, Any]]],
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """The bot's photo or document message, checked in the order Telegram checks."""
+        reply_to = self._reply_to(state, p)
+        markup = self._reply_markup(state, p)
+        msg = self._add_message(
+            state,
+            from_bot=True,
+            caption=caption[0],
+            entities=caption[1],
+            source=p.get_str("caption"),
+            parse_mode=p.get_str("parse_mode"),
             reply_markup=markup,
             reply_to=reply_to,
+            **fields,
         )
         return self.message_json(msg)
 
@@ -1015,7 +1018,7 @@ class BotAPIStandIn:
             raise bad_request(
                 "query is too old and response timeout expired or query ID is invalid"
             )
-        answer = {
+        answer: dict[str, Any] = {
             "text": p.get_str("text"),
             "show_alert": p.get_bool("show_alert"),
             "url": p.get_str("url"),

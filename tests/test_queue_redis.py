@@ -24,9 +24,11 @@ from hbscreen.inference.queue.protocol import Job, JobOutcome, QueueBusy, QueueC
 from hbscreen.inference.queue.redis_streams import RedisJobSource, RedisSubmitter
 from hbscreen.inference.worker import serve
 from tests.redis_server import (
+    QUEUE_KEY,
     RedisServer,
     model_failed_process,
     noop_process,
+    sealer_for_tests,
     slow_process,
 )
 
@@ -45,14 +47,14 @@ def config(**kw: object) -> QueueConfig:
 
 
 def make(server: RedisServer, name: str = "bot", **kw: object) -> RedisSubmitter:
-    return RedisSubmitter(server.url, config(**kw), submitter=name)
+    return RedisSubmitter(server.url, config(**kw), submitter=name, sealer=sealer_for_tests())
 
 
 class Worker:
     """An in-process worker task with its own connection and metrics."""
 
     def __init__(self, server: RedisServer, process=noop_process, concurrency=1, **kw):
-        self.queue = RedisJobSource(server.url, config(**kw))
+        self.queue = RedisJobSource(server.url, config(**kw), sealer=sealer_for_tests())
         self.metrics = WorkerMetrics()
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(
@@ -98,6 +100,7 @@ def spawn_worker(server: RedisServer, process: str, **env: str) -> subprocess.Po
         "HBSCREEN_CLAIM_IDLE_S": "0.5",
         "HBSCREEN_HEARTBEAT_S": "0.2",
         "HBSCREEN_SHUTDOWN_GRACE_S": "5",
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,
         "PYTHONPATH": str(ROOT),
     }
     e |= env
@@ -136,11 +139,13 @@ async def test_round_trip_cleans_up_and_bounds_every_key(redis_server: RedisServ
             assert o.job.reply_to == {"chat": "k1"} and o.job.tries == 1
         assert await q.depth() == 0
         assert await q.r.keys("{hbscreen}:img:*") == []  # images gone as soon as jobs end
+        assert int(await q.r.get(q.keys.queued_bytes)) == 0
         for key in await q.r.keys("*"):
             ttl = await q.r.ttl(key)
             kind = (await q.r.type(key)).decode()
             # per-job keys expire; streams are trimmed and the results stream expires too
-            forever = (q.keys.jobs.encode(), q.keys.deadlines.encode())
+            forever = (q.keys.jobs, q.keys.deadlines, q.keys.queued_bytes)
+            forever = tuple(k.encode() for k in forever)
             assert ttl > 0 or key in forever, (key, kind, ttl)
         await wait_until(lambda: _counted(w, "hbscreen_jobs_done_total", 3), 5)
         await collect(q, 1, 0.2)  # asking for more acknowledges: outcomes leave Redis

@@ -12,7 +12,7 @@ import logging
 import re
 from pathlib import Path
 
-from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, Update
+from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, Message, Update
 from telegram.error import TelegramError
 from telegram.ext import ConversationHandler
 
@@ -31,7 +31,7 @@ MAX_CAPTION = 1024  # Telegram counts UTF-16 code units
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LABEL_RE = re.compile(r"^[\w\-/#.]{1,20}$")
 # What a new subject (someone else, next patient) must answer again.
-SUBJECT_FIELDS = ("label", "patient_ok", "group", "danger")
+SUBJECT_FIELDS = ("label", "patient_ok", "group", "danger", "danger_photo")
 
 
 async def _send(update: Update, text: str, markup=None) -> None:
@@ -82,8 +82,15 @@ async def advance(
         await _send(update, t(lang, "Choose the group of the person."), keyboards.group(lang))
         return GROUP
     if p.get("danger") is None:
-        pregnant = p["group"].startswith("pregnant")
-        await _send(update, messages.danger_question(lang, pregnant), keyboards.danger(lang))
+        await _send(update, messages.danger_question(lang, p["group"]), keyboards.danger(lang))
+        return DANGER
+    if p["danger"] and not p.get("danger_photo"):
+        # The urgent referral comes first; a photo only if she still wants one.
+        await _send(
+            update,
+            messages.danger_referral_text(lang, person.worker),
+            keyboards.after_danger(lang, person.worker),
+        )
         return DANGER
     if short:
         await _send(update, t(lang, "Please send a photo of the inside of the lower eyelid."))
@@ -110,12 +117,14 @@ async def send_photo_guide(update: Update, lang: str) -> None:
     await _send(update, text)
 
 
-async def _answer(query: CallbackQuery) -> None:
+async def _answer(query: CallbackQuery | None) -> None:
     """Acknowledge the tap and show the choice under the question (best effort)."""
+    if query is None:
+        return
     with contextlib.suppress(TelegramError):
         await query.answer()
     msg, markup = query.message, getattr(query.message, "reply_markup", None)
-    if msg is None or markup is None or not getattr(msg, "text", None):
+    if not isinstance(msg, Message) or markup is None or not msg.text:
         return
     chosen = next(
         (b.text for row in markup.inline_keyboard for b in row if b.callback_data == query.data),
@@ -243,13 +252,10 @@ async def on_group(update: Update, context: BotContext) -> int:
     if choice == "baby":
         await _send(
             update,
-            t(
-                lang,
-                "This screening is not made for babies younger than 6 months. "
-                "Please ask a health worker.",
-            ),
+            messages.young_baby_text(lang, person.worker),
+            keyboards.young_baby(lang, person.worker),
         )
-        return await advance(update, context, person)
+        return GROUP
     if choice in messages.GROUP_LABELS:
         await clear(context, person, "danger")
         await save(context, person, group=choice)
@@ -260,17 +266,11 @@ async def on_danger(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
-    danger = query.data == "danger:yes"
-    await save(context, person, danger=danger)
-    if danger:
-        await _send(
-            update,
-            t(
-                person.lang,
-                "⚠️ These are danger signs. <b>Go to a health facility today.</b> "
-                "Do not wait for the photo result.",
-            ),
-        )
+    if query.data == "danger:photo":  # after the urgent referral, she still wants a photo
+        if person.profile.get("danger"):
+            await save(context, person, danger_photo=True)
+        return await advance(update, context, person)
+    await save(context, person, danger=query.data == "danger:yes")
     return await advance(update, context, person)
 
 
@@ -285,6 +285,7 @@ async def on_after(update: Update, context: BotContext) -> int:
             await _send(update, t(lang, "Send a photo of the other eye."))
             return PHOTO
         return await advance(update, context, person)
+    await record_referral_without_photo(context, person)
     if choice == "other":
         if person.worker:
             await clear(context, person, *SUBJECT_FIELDS)
@@ -304,6 +305,27 @@ async def on_after(update: Update, context: BotContext) -> int:
             keyboards.reminder(lang, settings.reminder_weeks),
         )
     return END
+
+
+async def record_referral_without_photo(context: BotContext, person: Person) -> None:
+    """A patient sent to a facility for danger signs, with no photo: still a line in the
+    worker's /summary and /export (referred today), never counted as a screening."""
+    p = person.profile
+    if not (p.get("danger") and not p.get("danger_photo") and p.get("group")):
+        return
+    await context.services.store.add_record(
+        person.h,
+        {
+            "time": now(),
+            "label": p.get("label") or "",
+            "group": p["group"],
+            "hb": None,
+            "photo": False,
+            "danger": True,
+            "referral": "urgent",
+        },
+    )
+    await save(context, person, danger_photo=True)  # once, even if a button is tapped twice
 
 
 # -- typed text -------------------------------------------------------------------------------

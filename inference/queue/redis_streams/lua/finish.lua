@@ -1,9 +1,10 @@
 -- Publish a job's outcome once: unless it was cancelled, expired or finished meanwhile.
--- KEYS: jobs stream, job hash, image, deadlines zset, results stream (origin), dead letters
--- ARGV: entry id, group, status, result json, heatmap, stream maxlen, results ttl (unless
---       the submitter set its own at submit),
+-- KEYS: jobs stream, job hash, image, deadlines zset, results stream (origin), dead letters,
+--       queued-bytes counter
+-- ARGV: entry id, group, status, result json, heatmap, stream maxlen, results ttl (unless the job names its submitter's own),
 --       dead-letter reason, dead-letter job json, final-state ttl, job id
 local jobs, h, img, deadlines, origin, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local bytes = KEYS[7]
 local e, group, status, id = ARGV[1], ARGV[2], ARGV[3], ARGV[11]
 redis.call('XACK', jobs, group, e)
 redis.call('XDEL', jobs, e)
@@ -26,6 +27,8 @@ if status == 'dead' then
 end
 redis.call('HDEL', h, 'job')
 redis.call('EXPIRE', h, ARGV[10])
+local size = redis.call('HGET', h, 'size')
+if size then redis.call('DECRBY', bytes, size); redis.call('HDEL', h, 'size') end
 redis.call('DEL', img)
 redis.call('ZREM', deadlines, id)
 return status
