@@ -539,7 +539,6 @@ async def run_delivery(application: BotApplication) -> None:
 
 def outcome_kind(outcome: JobOutcome) -> str:
     result = outcome.result
-    kind: str
     if outcome.status != "done" or result is None:
         return outcome.status  # dead, expired
     if result.ok and result.hb_g_dl is not None:
