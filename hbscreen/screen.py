@@ -197,22 +197,33 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
         danger_signs=args.danger_signs,
     )
     index = {str(p): i for i, p in enumerate(inputs)}
-    previous_term = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # clean up like Ctrl-C
-
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, on_term)
     step: asyncio.Future | None = None
+    interrupted = False
+
+    def on_signal() -> None:  # runs inside the loop: never an exception mid-task
+        nonlocal interrupted
+        interrupted = True
+        if step is not None and not step.done():
+            step.cancel()
+
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal)
+            handled.append(sig)
     try:
         while True:
+            if interrupted:
+                raise KeyboardInterrupt
             step = asyncio.ensure_future(anext(outcomes), loop=loop)
             try:
                 path, outcome = loop.run_until_complete(step)
             except StopAsyncIteration:
                 break
-            step = None
+            except asyncio.CancelledError:
+                if interrupted:
+                    raise KeyboardInterrupt from None
+                raise
             result = outcome.result or ScreeningResult(
                 path=path,
                 group=args.group,
@@ -226,19 +237,21 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
             )
     finally:
         loop.run_until_complete(_end_batch(step, outcomes, wiring))
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         loop.close()
-        with contextlib.suppress(ValueError, TypeError):
-            signal.signal(signal.SIGTERM, previous_term)
 
 
 async def _end_batch(
     step: asyncio.Future | None, outcomes: AsyncIterator[object], wiring: Wiring
 ) -> None:
     """Stop reading; the batch generator cancels what is still queued; delete the results."""
-    if step is not None:
+    if step is not None and not step.done():
         step.cancel()
         with contextlib.suppress(BaseException):
             await step
+    elif step is not None and not step.cancelled():
+        step.exception()  # the interrupt that ended it: retrieved, not reported again
     with contextlib.suppress(Exception):
         await outcomes.aclose()  # type: ignore[attr-defined]
     await wiring.close()

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from hbscreen.inference.queue.redis_streams import RedisJobSource
 from hbscreen.inference.worker import serve
-from tests.redis_server import RedisServer, noop_process, slow_process
+from tests.redis_server import QUEUE_KEY, RedisServer, noop_process, sealer_for_tests, slow_process
 from tests.synthetic import synthetic_jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ DEADLINE_S = 30
 
 @contextlib.asynccontextmanager
 async def worker(url: str, process=slow_process) -> AsyncIterator[None]:
-    q = RedisJobSource(url)
+    q = RedisJobSource(url, sealer=sealer_for_tests())
     stop = asyncio.Event()
     task = asyncio.create_task(serve(q, process, stop=stop, block_s=0.1, grace_s=1))
     try:
@@ -46,6 +46,7 @@ def cli(folder: Path, url: str, out: Path) -> subprocess.Popen[str]:
         "PYTHONPATH": str(ROOT),
         "HBSCREEN_JOB_DEADLINE_S": str(DEADLINE_S),
         "HBSCREEN_TEST_SLEEP_S": "0.4",
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,
     }
     cmd = [sys.executable, "-m", "hbscreen.cli", "screen", str(folder), "--json"]
     cmd += ["--queue", url, "--out", str(out), "--no-heatmap"]
@@ -136,7 +137,11 @@ async def test_batch_is_streamed_not_loaded(redis_server: RedisServer, tmp_path:
     in flight, not by the batch (before: the whole batch was read first)."""
     big = os.urandom(19 * 1024 * 1024)
     sizes = {}
-    env = os.environ | {"PYTHONPATH": str(ROOT), "HBSCREEN_JOB_DEADLINE_S": str(DEADLINE_S)}
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "HBSCREEN_JOB_DEADLINE_S": str(DEADLINE_S),
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,
+    }
     async with worker(redis_server.url, noop_process):
         for n in (2, 8):
             folder = tmp_path / f"b{n}"
