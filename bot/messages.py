@@ -104,6 +104,10 @@ RETAKE_HINTS: dict[str, str] = {
         "The photo is smeared because the phone moved. Hold the phone with both hands "
         "and keep still while you take it."
     ),
+    "compressed": N_(
+        "The photo lost its detail when it was compressed. "
+        "Send it as a file, or take it again at the best quality."
+    ),
     "too_dark": N_("The photo is too dark. Move to a window or into daylight."),
     "too_bright": N_("The photo is too bright. Move out of direct sun into the shade."),
     "clipped": N_("Some parts are too bright or too dark. Use soft, even daylight."),

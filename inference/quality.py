@@ -73,7 +73,7 @@ RULES: tuple[Rule, ...] = (
         "colourfulness",
         "95th percentile of colour saturation (CIELAB chroma) in the frame or cut-out",
         "min",
-        6.0,
+        10.0,
         "The photo has no colour. Send a colour photo: colour is what is measured.",
     ),
     Rule(
@@ -81,7 +81,7 @@ RULES: tuple[Rule, ...] = (
         "white_contrast",
         "how much brighter the white of the eye is than the conjunctiva (CIELAB L*)",
         "min",
-        11.0,
+        5.0,
         "This does not look like a pulled-down lower eyelid with the white of the eye above.",
         "photo",
     ),
@@ -90,7 +90,7 @@ RULES: tuple[Rule, ...] = (
         "tissue_chroma",
         "colour strength of the conjunctiva relative to the white of the eye (CIELAB chroma)",
         "min",
-        14.0,
+        8.0,
         "This does not look like the red inside of an eyelid.",
         "photo",
     ),
@@ -117,8 +117,17 @@ RULES: tuple[Rule, ...] = (
         "tissue_hue",
         "hue of the conjunctiva relative to the white of the eye (degrees, 0 = red)",
         "max",
-        40.0,
+        45.0,
         "This is too orange or yellow for the inside of an eyelid (skin, cloth?).",
+        "photo",
+    ),
+    Rule(
+        "not_an_eyelid",
+        "grain",
+        "sensor noise around the conjunctiva (grey levels); a screenshot or drawing has none",
+        "min",
+        0.1,
+        "This looks like a screenshot or a drawing, not a camera photo of an eyelid.",
         "photo",
     ),
     Rule(
@@ -144,7 +153,7 @@ RULES: tuple[Rule, ...] = (
         "filling_focus",
         "focus (as for `blurry`) of a lid that runs off both sides of the frame",
         "min",
-        1.12,
+        1.19,
         "The camera is too close to focus: the eyelid runs off the photo and is blurred. "
         "Move back a little.",
         "photo",
@@ -279,19 +288,20 @@ RULES: tuple[Rule, ...] = (
 SUPERSEDES: dict[str, tuple[str, ...]] = {
     "conjunctiva_not_found": (
         "not_an_eyelid", "too_far", "too_close", "conjunctiva_cut_off", "blurry",
-        "motion_blur", "glare", "colour_cast", "clipped",
+        "motion_blur", "glare", "colour_cast", "clipped", "compressed",
     ),
     "greyscale": ("not_an_eyelid", "colour_cast"),
     "too_dark": ("not_an_eyelid", "colour_cast", "blurry", "motion_blur", "clipped"),
-    "too_bright": ("not_an_eyelid", "colour_cast", "clipped", "glare"),
-    "clipped": ("not_an_eyelid", "colour_cast"),
+    # A page or a screen is bright and flat: say what it is, not how to light it.
     "not_an_eyelid": (
         "too_far", "too_close", "conjunctiva_cut_off", "blurry", "motion_blur", "colour_cast",
+        "too_bright", "clipped", "glare", "compressed",
     ),
+    "too_bright": ("colour_cast", "clipped", "glare"),
+    "clipped": ("colour_cast",),
     "too_close": ("conjunctiva_cut_off", "blurry", "motion_blur"),
     "too_far": ("blurry", "motion_blur"),
     "motion_blur": ("blurry",),
-    "glare": ("not_an_eyelid",),
 }  # fmt: skip
 
 # Reference points for the colour-cast measures (not thresholds): the hue band (degrees) of
@@ -304,12 +314,14 @@ BLUR_SIGMAS = (1.5, 3.0)
 FOCUS_LID_LENGTH = 600.0  # photo mode: the lid is resampled to at most this length (px)
 FOCUS_SIGMAS = (1.0, 2.0)
 FOCUS_DIRECTIONS = 8
+MOTION_ALONG_MAX = 1.075  # ... and at most this much along it (sharp photos: >= 1.12)
 MOTION_ACROSS_MIN = 1.08  # focus left across the movement for blur to count as motion
 DEBLOCK_ABOVE = 1.25  # relative block-step excess beyond which the focus measure deblocks
 FILLING_ENDS_CUT = 0.25  # both ends touch the frame over a quarter of the lid's thickness
 CLIP_HIGH, CLIP_LOW = 254, 2
 GLARE_MIN_MAX, GLARE_MIN_WHITENESS, GLARE_ABOVE_MEDIAN = 240.0, 0.85, 30.0
 WHITE_MAX = 250  # a channel this high: clipped, so not a measure of the light's colour
+BURNT_SKIP = 0.05  # more of the eye region burnt out than this: no white left to judge by
 BURNT_MIN = 245  # every channel this high: burnt-out white (over-exposure or a reflection)
 MAX_STAT_PIXELS = 8_000  # colour statistics use a strided sample at most this large
 
@@ -429,8 +441,9 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
         return out
     box = (x0 + x, y0 + y, bw, bh)
     out.update(_white_and_tissue(rgb, box, pix))
-    focus, motion, block = _focus(rgb, mask, ms, k)
+    focus, motion, block, grain = _focus(rgb, mask, ms, k)
     out["focus"], out["motion"], out["block_steps"] = focus, motion, block
+    out["grain"] = grain
     # Filling the frame end to end and out of focus: the phone is closer than it can focus.
     filling = (out["ends_cut"] or 0.0) >= FILLING_ENDS_CUT
     out["filling_focus"] = focus if filling else None
@@ -537,6 +550,11 @@ def _white_and_tissue(
     clipped = near.max(axis=1) >= WHITE_MAX
     burnt_share = float(np.mean(burnt)) if len(near) else 0.0
     near = near[~(burnt | clipped)]
+    if len(near) < 50 or burnt_share > BURNT_SKIP:  # over-exposed: the white is gone
+        return {
+            "burnt_share": burnt_share, "white_contrast": None, "tissue_chroma": None,
+            "tissue_hue": None, "white_a": None, "white_b": None,
+        }  # fmt: skip
     if len(near) < 50:
         return {
             "burnt_share": burnt_share, "white_contrast": 0.0, "tissue_chroma": None,
@@ -561,7 +579,7 @@ def _white_and_tissue(
 
 def _focus(
     rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int
-) -> tuple[float | None, float | None, float]:
+) -> tuple[float | None, float | None, float, float | None]:
     """Focus, motion blur and JPEG blocking around the conjunctiva (photo mode).
 
     The conjunctiva and a band of its own thickness around it (lid margin, vessels of the
@@ -572,7 +590,7 @@ def _focus(
     low); a shaking hand loses it along the movement only (motion = 1 - worst/best excess)."""
     pts = cv2.findNonZero(ms)
     if pts is None:
-        return None, None, 0.0
+        return None, None, 0.0, None
     (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
     length = max(rw, rh) * k
     area = cv2.countNonZero(ms) * k * k
@@ -586,6 +604,7 @@ def _focus(
     m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * thick + 1,) * 2))
     block = _blockiness(luma8, m)
     steps = _block_steps(luma8, m, x0 % 8, y0 % 8)
+    m0 = m
     g = luma8.astype(np.float32)
     if block > DEBLOCK_ABOVE:  # JPEG block edges are not detail: bridge them
         g = _deblock(g, x0 % 8, y0 % 8)
@@ -597,8 +616,9 @@ def _focus(
     on = cv2.erode(m, np.ones((9, 9), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     on = on.astype(bool)
     if on.sum() < 50:
-        return None, None, steps
+        return None, None, steps, None
     sn = _noise_sigma(np.clip(g, 0, 255).astype(np.uint8), m)
+    grain = _noise_sigma(luma8, m0)  # at full resolution: a camera's sensor noise
     grads = []
     for sigma in FOCUS_SIGMAS:
         b = _gauss(g, sigma)
@@ -622,8 +642,10 @@ def _focus(
     along, across = float(r[i]), float(r[(i + FOCUS_DIRECTIONS // 2) % FOCUS_DIRECTIONS])
     # Only with detail left across the movement: in a photo blurred all over, what is left is
     # JPEG's own preference for horizontal detail, not a direction of movement.
-    motion = 1.0 - max(along - 1.0, 0.0) / (across - 1.0) if across >= MOTION_ACROSS_MIN else 0.0
-    return best, float(min(max(motion, 0.0), 1.0)), steps
+    # ... and with detail lost along it: a sharp photo of directional texture is not motion.
+    moved = across >= MOTION_ACROSS_MIN and along <= MOTION_ALONG_MAX
+    motion = 1.0 - max(along - 1.0, 0.0) / (across - 1.0) if moved else 0.0
+    return best, float(min(max(motion, 0.0), 1.0)), steps, grain
 
 
 def _block_steps(luma: np.ndarray, m: np.ndarray, ox: int, oy: int) -> float:

@@ -158,6 +158,7 @@ def test_one_table_covers_every_check() -> None:
         "conjunctiva_cut_off",
         "blurry",
         "motion_blur",
+        "compressed",
         "too_dark",
         "too_bright",
         "clipped",
