@@ -88,6 +88,10 @@ RETAKE_HINTS: dict[str, str] = {
         "This does not look like an eyelid. Pull the lower eyelid down and take the photo "
         "of the red inner part, with the white of the eye above it."
     ),
+    "not_a_photo": N_(
+        "This looks like a screenshot or a drawing. Send a photo taken with the camera "
+        "of the pulled-down lower eyelid."
+    ),
     "too_far": N_(
         "The eyelid is too small in the photo. Move closer so it fills most of the photo."
     ),

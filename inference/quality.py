@@ -30,6 +30,7 @@ calibrated on the CP-AnemiC cut-outs (benchmarks/bench_intake.py).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -122,11 +123,11 @@ RULES: tuple[Rule, ...] = (
         "photo",
     ),
     Rule(
-        "not_an_eyelid",
+        "not_a_photo",
         "grain",
         "sensor noise around the conjunctiva (grey levels); a screenshot or drawing has none",
         "min",
-        0.1,
+        0.15,
         "This looks like a screenshot or a drawing, not a camera photo of an eyelid.",
         "photo",
     ),
@@ -287,21 +288,25 @@ RULES: tuple[Rule, ...] = (
 # (A value: the codes it hides.) E.g. motion blur also lowers focus, but "hold still" is the fix.
 SUPERSEDES: dict[str, tuple[str, ...]] = {
     "conjunctiva_not_found": (
-        "not_an_eyelid", "too_far", "too_close", "conjunctiva_cut_off", "blurry",
-        "motion_blur", "glare", "colour_cast", "clipped", "compressed",
+        "not_an_eyelid", "not_a_photo", "too_far", "too_close", "conjunctiva_cut_off",
+        "blurry", "motion_blur", "glare", "colour_cast", "clipped", "compressed",
     ),
     "greyscale": ("not_an_eyelid", "colour_cast"),
-    "too_dark": ("not_an_eyelid", "colour_cast", "blurry", "motion_blur", "clipped"),
+    "too_dark": ("not_an_eyelid", "not_a_photo", "colour_cast", "blurry", "motion_blur", "clipped"),
     # A page or a screen is bright and flat: say what it is, not how to light it.
     "not_an_eyelid": (
-        "too_far", "too_close", "conjunctiva_cut_off", "blurry", "motion_blur", "colour_cast",
+        "not_a_photo", "too_far", "too_close", "conjunctiva_cut_off", "blurry", "motion_blur", "colour_cast",
         "too_bright", "clipped", "glare", "compressed",
     ),
     "too_bright": ("colour_cast", "clipped", "glare"),
     "clipped": ("colour_cast",),
-    "too_close": ("conjunctiva_cut_off", "blurry", "motion_blur"),
+    # Blur and compression wipe out sensor noise too: then its absence says nothing.
+    "blurry": ("not_a_photo",),
+    "not_a_photo": ("too_bright", "clipped", "glare", "colour_cast", "conjunctiva_cut_off"),
+    "compressed": ("not_a_photo",),
+    "too_close": ("conjunctiva_cut_off", "blurry", "motion_blur", "not_a_photo"),
     "too_far": ("blurry", "motion_blur"),
-    "motion_blur": ("blurry",),
+    "motion_blur": ("blurry", "not_a_photo"),
 }  # fmt: skip
 
 # Reference points for the colour-cast measures (not thresholds): the hue band (degrees) of
@@ -608,7 +613,7 @@ def _focus(
     g = luma8.astype(np.float32)
     if block > DEBLOCK_ABOVE:  # JPEG block edges are not detail: bridge them
         g = _deblock(g, x0 % 8, y0 % 8)
-    s = min(1.0, FOCUS_LID_LENGTH / max(length, 1.0))
+    s = round(min(1.0, FOCUS_LID_LENGTH / max(length, 1.0)), 2)
     if s < 1.0:
         g = cv2.resize(g, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         m = cv2.resize(m, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_NEAREST)
@@ -617,14 +622,13 @@ def _focus(
     on = on.astype(bool)
     if on.sum() < 50:
         return None, None, steps, None
-    sn = _noise_sigma(np.clip(g, 0, 255).astype(np.uint8), m)
-    grain = _noise_sigma(luma8, m0)  # at full resolution: a camera's sensor noise
+    grain = _grain(luma8, m0)  # at full resolution, where sensor noise is white
     grads = []
     for sigma in FOCUS_SIGMAS:
         b = _gauss(g, sigma)
         gx = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[on]
         gy = cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[on]
-        grads.append((gx, gy, _NOISE_GAIN[sigma] * sn * sn))
+        grads.append((gx, gy, _noise_gain(sigma, s) * grain * grain))
     ratios = []
     for theta in np.pi * np.arange(FOCUS_DIRECTIONS) / FOCUS_DIRECTIONS:
         c, sn_ = math.cos(theta), math.sin(theta)
@@ -687,9 +691,13 @@ def _deblock(g: np.ndarray, ox: int, oy: int) -> np.ndarray:
     return g
 
 
-def _noise_gain(sigma: float) -> float:
-    """Variance of one directional derivative (as _focus takes it) of unit white noise."""
-    n = np.random.default_rng(0).normal(0, 1, (256, 256)).astype(np.float32)
+@functools.lru_cache(maxsize=256)
+def _noise_gain(sigma: float, s: float) -> float:
+    """Variance of one directional derivative, as _focus takes it (resampled by s, smoothed
+    by sigma), of unit white noise at full resolution: the noise energy to remove."""
+    n = np.random.default_rng(0).normal(0, 1, (384, 384)).astype(np.float32)
+    if s < 1.0:
+        n = cv2.resize(n, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
     gx = cv2.Sobel(_gauss(n, sigma), cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
     return float(np.mean(gx[16:-16, 16:-16] ** 2))
 
@@ -812,6 +820,30 @@ def _sharpness(
     return 1.0 + (ratio - 1.0) * min(1.0, (2.0 / block) ** 2)
 
 
+def _grain(luma: np.ndarray, m: np.ndarray) -> float:
+    """Sensor-noise sigma (grey levels) inside the mask: the 3x3 Laplacian-of-differences
+    (norm 6) with a trimmed mean of its magnitude (below its 80th percentile, so edges and
+    vessels do not count; not a median, which integer pixels would quantise)."""
+    h = luma.shape[0]
+    if h < 3 or luma.shape[1] < 3:
+        return 0.0
+    rows = np.arange(1, h - 1, max(1, (h - 2) // 48))
+    a, b, c = (luma[rows + o].astype(np.float32) for o in (-1, 0, 1))
+
+    def d2(x: np.ndarray) -> np.ndarray:
+        return x[:, :-2] - 2.0 * x[:, 1:-1] + x[:, 2:]
+
+    lap = np.abs(d2(a) - 2.0 * d2(b) + d2(c))
+    inside = m[rows - 1] & m[rows] & m[rows + 1]
+    inside = (inside[:, :-2] & inside[:, 1:-1] & inside[:, 2:]).astype(bool)
+    vals = lap[inside]
+    if vals.size < 50:
+        return 0.0
+    kept = vals[vals <= np.percentile(vals, 80)]
+    # E|x| over the lower 80% of |N(0, s)| is 0.5586 s
+    return float(kept.mean()) / 0.5586 / 6.0
+
+
 def _noise_sigma(luma: np.ndarray, m: np.ndarray) -> float:
     """Robust sensor-noise sigma: Immerkaer's 3x3 Laplacian-of-differences with a median
     instead of a mean (so edges and vessels do not count), on ~24 rows inside the mask."""
@@ -832,7 +864,5 @@ def _noise_sigma(luma: np.ndarray, m: np.ndarray) -> float:
         return 0.0
     return float(np.median(np.abs(vals))) * 1.4826 / 6.0
 
-
-_NOISE_GAIN = {s: _noise_gain(s) for s in FOCUS_SIGMAS}
 
 __all__ = ["CHECK_CODES", "RULES", "SUPERSEDES", "Rule", "assess", "judge", "measure", "primary_codes", "rules_for"]

@@ -366,7 +366,7 @@ NOT_EYELIDS: dict[str, Callable[[int], Array]] = {
     "screenshot": screenshot,
     "red cloth": red_cloth,
 }
-NOT_EYELID_CODES = ("not_an_eyelid", "conjunctiva_not_found")
+NOT_EYELID_CODES = ("not_an_eyelid", "not_a_photo", "conjunctiva_not_found")
 
 
 def not_eyelid_images(n_per_kind: int = 6) -> Iterator[tuple[str, int, Array]]:
@@ -472,7 +472,7 @@ def suggest(m: Measured, rule: quality.Rule) -> tuple[float | None, int, int, in
     sets = [m.degraded[d.name] for d in DEGRADATIONS if d.expect == rule.code]
     if rule.code == "too_close":  # blurred frame-filling photos: "too close" fixes them
         sets += [m.degraded[d.name] for d in DEGRADATIONS if rule.code in d.also]
-    if rule.code == "not_an_eyelid":
+    if rule.code in NOT_EYELID_CODES:
         sets += list(m.not_eyelid.values())
     bad: list[float] = []
     for vs in sets:
