@@ -21,7 +21,9 @@ DATA = Path(
 )
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (DATA / "photos.csv").is_file(), reason="Eyes-defy-anemia not available"),
+    pytest.mark.skipif(
+        not (DATA / "photos.csv").is_file(), reason="Eyes-defy-anemia not available"
+    ),
 ]
 
 

@@ -111,7 +111,9 @@ def add_glare(rgb: Array, mask: Array, share: float, seed: int) -> Array:
     while cv2.countNonZero((spots > 0.5).astype(np.uint8) & (mask > 0.5)) < target:
         i = int(rng.integers(ys.size))
         axes = (int(rng.integers(thick, 3 * thick)), int(rng.integers(thick // 2 + 1, thick)))
-        cv2.ellipse(spots, (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        cv2.ellipse(
+            spots, (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1
+        )
     soft = cv2.GaussianBlur(spots, (0, 0), 1.5)[..., None]
     out = out * (1 - soft) + np.float32([250, 250, 248]) * soft
     return np.clip(out, 0, 255).astype(np.uint8)
@@ -135,7 +137,7 @@ def pallor(rgb: Array, mask: Array, amount: float) -> Array:
 
 def cut_lid(rgb: Array, mask: Array) -> tuple[Array, Array]:
     """A crop that cuts the lid: a third of the conjunctiva's length lies outside the frame."""
-    x, y, w, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
+    x, _, w, _ = cv2.boundingRect((mask > 0.5).astype(np.uint8))
     x0 = x + w // 3
     return np.ascontiguousarray(rgb[:, x0:]), np.ascontiguousarray(mask[:, x0:])
 
@@ -191,12 +193,8 @@ def _same_mask(f: Callable[[Array, int], Array]) -> Callable[[Array, Array, int]
 WARM_LAMP = (1.0, 0.8, 0.55)  # tungsten / warm-white LED seen through auto white balance
 COOL_LAMP = (0.7, 0.85, 1.0)  # cold fluorescent / blue LED
 DEGRADATIONS: tuple[Degradation, ...] = (
-    Degradation(
-        "blur sigma 4", "blurry", _same_mask(lambda x, s: gaussian(x, 4)), ("too_close",)
-    ),
-    Degradation(
-        "blur sigma 8", "blurry", _same_mask(lambda x, s: gaussian(x, 8)), ("too_close",)
-    ),
+    Degradation("blur sigma 4", "blurry", _same_mask(lambda x, s: gaussian(x, 4)), ("too_close",)),
+    Degradation("blur sigma 8", "blurry", _same_mask(lambda x, s: gaussian(x, 8)), ("too_close",)),
     Degradation(
         "blur sigma 16", "blurry", _same_mask(lambda x, s: gaussian(x, 16)), ("too_close",)
     ),
@@ -256,7 +254,23 @@ def document(seed: int, h: int = 1280, w: int = 960) -> Array:
     """A photographed printed page: text lines, a red stamp and a heading, uneven light."""
     rng = np.random.default_rng(seed)
     img = np.full((h, w, 3), (236, 232, 222), np.uint8)  # putText draws on 8-bit only
-    words = ["the", "patient", "was", "seen", "at", "the", "clinic", "and", "the", "result", "was", "explained", "to", "the", "family"]
+    words = [
+        "the",
+        "patient",
+        "was",
+        "seen",
+        "at",
+        "the",
+        "clinic",
+        "and",
+        "the",
+        "result",
+        "was",
+        "explained",
+        "to",
+        "the",
+        "family",
+    ]
     y = 140
     cv2.putText(img, "HEALTH RECORD", (80, 100), cv2.FONT_HERSHEY_DUPLEX, 1.6, (150, 30, 40), 3)
     while y < h - 80:
@@ -339,7 +353,8 @@ def cat(seed: int, h: int = 1280, w: int = 960) -> Array:
             [[cx + sx * 0.15 * w, cy - 0.2 * h], [cx + sx * 0.4 * w, cy - 0.2 * h],
              [cx + sx * 0.33 * w, cy - 0.45 * h]], np.int32)  # fmt: skip
         cv2.fillPoly(img, [tri], tuple(float(v) for v in fur))
-        inner = ((tri - [cx + sx * 0.29 * w, cy - 0.28 * h]) * 0.55 + [cx + sx * 0.29 * w, cy - 0.28 * h]).astype(np.int32)  # fmt: skip
+        ear = np.array([cx + sx * 0.29 * w, cy - 0.28 * h])
+        inner = ((tri - ear) * 0.55 + ear).astype(np.int32)
         cv2.fillPoly(img, [inner], (225, 150, 160))
         ex, ey = int(cx + sx * 0.16 * w), int(cy - 0.05 * h)
         cv2.ellipse(img, (ex, ey), (int(0.07 * w), int(0.045 * h)), 0, 0, 360, (140, 170, 60), -1)
@@ -546,10 +561,14 @@ def report(measured: dict[str, Measured], masks: str) -> None:  # pragma: no cov
     print(f"{'item':30s} {'expected code':30s} {'calibration':>12s} {'held-out':>12s}")
     t_cal, t_held = table(measured["calibration"]), table(measured["held-out"])
     for (name, code, h1, n1), (_, _, h2, n2) in zip(t_cal, t_held, strict=True):
-        print(f"{name:30s} {code:30s} {h1:5d}/{n1:<3d} {h1 / n1:4.0%} {h2:5d}/{n2:<3d} {h2 / n2:4.0%}")
+        print(
+            f"{name:30s} {code:30s} {h1:5d}/{n1:<3d} {h1 / n1:4.0%} {h2:5d}/{n2:<3d} {h2 / n2:4.0%}"
+        )
     for half, mm in measured.items():
         print(f"good photos refused ({half}), by code told: {refusals_by_code(mm.good)}")
-    print("\nper RULES row (calibration half): in use, suggested, row alone: bad caught, good refused")
+    print(
+        "\nper RULES row (calibration half): in use, suggested, row alone: bad caught, good refused"
+    )
     for rule in quality.rules_for(cutout=False):
         sug, nb, caught, refused = suggest(measured["calibration"], rule)
         s_txt = "-" if sug is None else f"{sug:.4g}"
