@@ -198,16 +198,20 @@ async def test_result_that_cannot_be_sent_is_counted_lost_once(
         standin, redis_server.url, job_deadline_s=3.0, delivery_grace_s=3.0, delivery_lease_s=3.0
     )
     before = lost_total()
+    caplog.set_level(logging.INFO)
     async with running_bot(settings):
-        user = await photo_sent(standin, 3000)
-        standin.inject_fault("sendMessage", status=500, count=10_000)
-        caplog.set_level(logging.INFO)
         with worker_process(redis_server.url, tmp_path):
+            await asyncio.sleep(2.0)  # the worker is up before the photo: a real result
+            user = standin.user(3000, first_name="Person3000")
+            await self_screening_until_photo(user, "en", "woman")
+            standin.inject_fault("sendMessage", status=500, count=10_000, after=1)
+            mark(user, await user.send_photo(synthetic_photo()))
             until = time.monotonic() + 25
             while lost_total() == before and time.monotonic() < until:
                 await asyncio.sleep(0.2)
     r = row("sendMessage 500 until the deadline", [user], lost_total() - before)
     assert r["lost_in_metrics"] == 1 and r["duplicated"] == 0
+    assert tally(user) == (1, 0)  # the heatmap went, the text never could
     logged = [
         rec for rec in caplog.records if rec.getMessage() == "a result could not be delivered"
     ]
@@ -249,9 +253,9 @@ async def test_bot_killed_during_delivery_resumes_after_restart(
         standin.inject_fault("sendMessage", delay_s=3.0, count=3)
         with worker_process(redis_server.url, tmp_path):
             until = time.monotonic() + 20
-            while not standin.calls_to("sendPhoto") and time.monotonic() < until:
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
+            while sum(tally(u)[0] for u in users) < 2 and time.monotonic() < until:
+                await asyncio.sleep(0.05)  # heatmaps out, texts held by the stand-in
+            await asyncio.sleep(0.3)
             bot.send_signal(signal.SIGKILL)  # kill -9, mid-delivery
             bot.wait(10)
             mid = [tally(u) for u in users]
@@ -363,7 +367,8 @@ async def test_replayed_webhook_update_is_ignored(
             await settle([user], timeout=3, quiet=2.0)
     r = row("replayed update (same update_id, twice)", [user])
     assert r["delivered"] == 1 and r["duplicated"] == 0
-    assert sum("Photo received" in m.content for m in user.messages) == 1
+    after = [m for m in user.messages if m.message_id > SENT_AT[user.chat_id]]
+    assert len(after) == 3, [m.content[:40] for m in after]  # one status, heatmap, text
 
 
 # ---------------------------------------------------------------------------------------------
