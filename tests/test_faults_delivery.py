@@ -144,10 +144,10 @@ def lost_total() -> float:
 TELEGRAM_FAULTS = [
     ("sendMessage 500", dict(method="sendMessage", status=500, after=1)),
     ("sendMessage 502", dict(method="sendMessage", status=502, after=1)),
-    ("sendMessage timeout (7 s)", dict(method="sendMessage", delay_s=7.0, after=1)),
+    ("sendMessage timeout (6 s)", dict(method="sendMessage", delay_s=6.0, after=1)),
     ("sendPhoto 500", dict(method="sendPhoto", status=500)),
     ("sendPhoto 502", dict(method="sendPhoto", status=502)),
-    ("sendPhoto timeout (7 s)", dict(method="sendPhoto", delay_s=7.0)),
+    ("sendPhoto timeout (6 s)", dict(method="sendPhoto", delay_s=6.0)),
     ("sendMessage 500 x3 then ok", dict(method="sendMessage", status=500, after=1, count=3)),
 ]
 
