@@ -76,7 +76,8 @@ def build_conversation(keyring: KeyRing) -> PersonConversationHandler:
                 flow.LABEL: [MessageHandler(TEXT, flow.on_label), *reprompt],
                 flow.PATIENT_CONSENT: reprompt,
                 flow.GROUP: reprompt,
-                flow.DANGER: reprompt,
+                # A photo after the urgent referral means she still wants the estimate.
+                flow.DANGER: [MessageHandler(IMAGE_INPUT, photo.on_photo_after_danger), *reprompt],
                 flow.PHOTO: [
                     MessageHandler(IMAGE_INPUT, photo.on_photo),
                     MessageHandler(TEXT, flow.photo_expected),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -147,7 +148,8 @@ class MemoryBook:
         return True
 
     async def due(self, at: float, n: int) -> list[str]:
-        return sorted((j for j, d in self.due_at.items() if d <= at), key=self.due_at.get)[:n]
+        ready = [j for j, d in self.due_at.items() if d <= at]
+        return sorted(ready, key=self.due_at.__getitem__)[:n]
 
     async def lease(self, job_id: str, owner: str, ttl_s: float) -> Pending | None:
         held = self.leases.get(job_id)
@@ -400,7 +402,7 @@ class Deliverer:
                     if job_id not in self.running:
                         task = asyncio.create_task(self.attempt(job_id))
                         self.running[job_id] = task
-                        task.add_done_callback(lambda _t, j=job_id: self.running.pop(j, None))
+                        task.add_done_callback(functools.partial(self._forget, job_id))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis down: try again shortly
@@ -408,6 +410,9 @@ class Deliverer:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 0.25)
+
+    def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
+        self.running.pop(job_id, None)
 
     async def attempt(self, job_id: str) -> None:
         """One attempt at one delivery, under the lease; never raises."""

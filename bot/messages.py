@@ -323,8 +323,16 @@ def summary_line(patient: dict, lang: str, tz: tzinfo = timezone.utc) -> str:
     )
 
 
+MESSAGE_LIMIT = 4096  # Telegram's limit for one text message, in UTF-16 code units
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
 def summary_text(records: list[dict], lang: str, tz: tzinfo = timezone.utc) -> str:
-    """/summary: one line per patient of this session, the newest 50."""
+    """/summary: one line per patient of this session, the newest that fit in one message
+    (the older ones are counted, and /export has them all)."""
     if not records:
         return t(lang, "No screenings in this session yet.")
     people = patients(records)
@@ -337,9 +345,37 @@ def summary_text(records: list[dict], lang: str, tz: tzinfo = timezone.utc) -> s
     )
     checked = sum(1 for r in records if r.get("photo", True))
     photos = tn(lang, "{n} photo checked", "{n} photos checked", checked)
-    lines = [f"{head} ({photos})", *(summary_line(p, lang, tz) for p in people[-50:])]
-    if any(p["danger"] for p in people):
-        lines.append(t(lang, "⚠️ = danger signs: refer today."))
+    head = f"{head} ({photos})"
+    legend = t(lang, "⚠️ = danger signs: refer today.") if any(p["danger"] for p in people) else ""
+    earlier = tn(
+        lang,
+        "{n} earlier patient: see /export.",
+        "{n} earlier patients: see /export.",
+        len(people),
+    )
+    budget = MESSAGE_LIMIT - _units(head) - _units(legend) - _units(earlier) - 4
+    shown: list[str] = []
+    for p in reversed(people):
+        line = summary_line(p, lang, tz)
+        if _units(line) + 1 > budget:
+            break
+        shown.append(line)
+        budget -= _units(line) + 1
+    shown.reverse()
+    lines = [head]
+    if len(shown) < len(people):
+        hidden = len(people) - len(shown)
+        lines.append(
+            tn(
+                lang,
+                "{n} earlier patient: see /export.",
+                "{n} earlier patients: see /export.",
+                hidden,
+            )
+        )
+    lines += shown
+    if legend:
+        lines.append(legend)
     return "\n".join(lines)
 
 

@@ -51,6 +51,11 @@ SCHEMA = "2"  # 1: HMAC-CTR seals, plaintext values; 2: HKDF + AES-GCM
 COMPACT_MIN_INTERVAL_S = 10.0  # at most one AOF rewrite per this long (they are coalesced)
 
 
+def _t(v: Any) -> str:
+    """redis-py types replies as bytes | str; this client decodes them (decode_responses)."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -305,7 +310,7 @@ class RedisStore:
 
     async def get_profile(self, h: str) -> dict[str, Any]:
         raw = await self.r.hgetall(self._k("person", h))
-        return {k: self._dec(v, f"{h}/profile/{k}") for k, v in raw.items()}
+        return {_t(k): self._dec(_t(v), f"{h}/profile/{_t(k)}") for k, v in raw.items()}
 
     async def update_profile(self, h: str, **fields: Any) -> None:
         if fields:
@@ -332,7 +337,7 @@ class RedisStore:
 
     async def records(self, h: str) -> list[dict[str, Any]]:
         raw = await self.r.lrange(self._k("person", h, "records"), 0, -1)
-        return [self._dec(x, f"{h}/records") for x in raw]
+        return [self._dec(_t(x), f"{h}/records") for x in raw]
 
     async def hit_rate(self, h: str, limit: int, window_s: float = 3600.0) -> bool:
         key = self._k("person", h, "rate")
@@ -372,25 +377,25 @@ class RedisStore:
 
     async def get_ticket(self, ticket: str) -> dict[str, Any] | None:
         raw = await self.r.get(self._k("ticket", ticket))
-        return self._dec(raw, f"ticket/{ticket}") if raw else None
+        return self._dec(_t(raw), f"ticket/{ticket}") if raw else None
 
     async def update_ticket(self, ticket: str, **fields: Any) -> None:
         key = self._k("ticket", ticket)
         raw = await self.r.get(key)
         if raw:
-            value = {**self._dec(raw, f"ticket/{ticket}"), **fields}
+            value = {**self._dec(_t(raw), f"ticket/{ticket}"), **fields}
             await self.r.set(key, self._enc(value, f"ticket/{ticket}"), keepttl=True)
 
     async def pop_ticket(self, ticket: str) -> dict[str, Any] | None:
         raw = await self.r.getdel(self._k("ticket", ticket))
         if not raw:
             return None
-        data = self._dec(raw, f"ticket/{ticket}")
+        data = self._dec(_t(raw), f"ticket/{ticket}")
         await self.r.srem(self._k("person", data["h"], "tickets"), ticket)
         return data
 
     async def tickets_of(self, h: str) -> list[str]:
-        return sorted(await self.r.smembers(self._k("person", h, "tickets")))
+        return sorted(_t(x) for x in await self.r.smembers(self._k("person", h, "tickets")))
 
     async def set_reminder(self, h: str, due: float) -> None:
         await self.r.zadd(self._k("reminders"), {h: due})
@@ -402,7 +407,7 @@ class RedisStore:
         key = self._k("reminders")
         due = await self.r.zrangebyscore(key, "-inf", now)
         # ZREM returns 1 only for the process that removed it: each reminder is sent once.
-        return [h for h in due if await self.r.zrem(key, h)]
+        return [_t(h) for h in due if await self.r.zrem(key, _t(h))]
 
     async def count_stat(self, day: str, campaign: str, referral: str) -> None:
         key = self._k("stats", day)
@@ -416,12 +421,12 @@ class RedisStore:
         for day in days:
             raw = await self.r.hgetall(self._k("stats", day))
             if raw:
-                out[day] = {k: int(v) for k, v in raw.items()}
+                out[day] = {_t(k): int(v) for k, v in raw.items()}
         return out
 
     async def get_conversations(self, name: str) -> dict[str, object]:
         raw = await self.r.hgetall(self._k("conv", name))
-        return {h: json.loads(v) for h, v in raw.items()}
+        return {_t(h): json.loads(v) for h, v in raw.items()}
 
     async def set_conversation(self, name: str, h: str, state: object | None) -> None:
         key = self._k("conv", name)

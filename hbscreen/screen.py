@@ -324,10 +324,11 @@ def format_text(r: ScreeningResult, lang: str = "en") -> str:
             f"between {i95[0]:.1f} and {i95[1]:.1f} g/dL (95% interval; 80% interval "
             f"{i80[0]:.1f}–{i80[1]:.1f}); the model is not validated for this group",
         )
-    c = cutoffs_for(r.group)
+    cut = cutoffs_for(r.group)
     row(
         "WHO category",
-        f"{BAND_EN[r.category or 'none']} for {c.label} (anaemia below {c.anaemia_below:.1f} g/dL)",
+        f"{BAND_EN[r.category or 'none']} for {cut.label} "
+        f"(anaemia below {cut.anaemia_below:.1f} g/dL)",
     )
     for kind in ("meaning", "danger", "advice", "pregnancy"):
         if kind in parts:
@@ -364,7 +365,8 @@ def run_screen(args: argparse.Namespace) -> int:
         print(f"hbscreen screen: no such file or folder: {e.args[0]}", file=sys.stderr)
         return 2
     if not inputs:
-        print("hbscreen screen: no image files found (.jpg .png .webp .heic)", file=sys.stderr)
+        endings = " ".join(sorted(IMAGE_EXTENSIONS))
+        print(f"hbscreen screen: no image files found ({endings})", file=sys.stderr)
         return 2
     from .settings import get_settings
 

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from . import advice, heatmap, intake, preprocess, quality
 from .errors import ErrorCode, ScreeningError
-from .modelcard import ModelCard, load_card
+from .modelcard import MODELS_DIR, ModelCard, load_card
 from .result import ErrorInfo, ScreeningResult
 
 CUTOUT_MIN_SIDE = 24
@@ -65,7 +65,7 @@ class _Model:
     @classmethod
     def load(cls, name: str, models_dir: Path | None, threads: int) -> _Model:
         card = load_card(name, models_dir)
-        root = Path(models_dir) if models_dir else Path(__file__).with_name("models")
+        root = Path(models_dir) if models_dir else MODELS_DIR
         return cls(card, make_session(root / card.file, threads))
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:

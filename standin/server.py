@@ -776,8 +776,9 @@ class BotAPIStandIn:
 
     # ---- methods: sending --------------------------------------------------------------------
 
-    async def _m_send_message(self, p: Params) -> dict[str, Any]:
-        state = self._chat_to_send(p)
+    @staticmethod
+    def _message_text(p: Params) -> tuple[str, str, list[dict[str, Any]]]:
+        """`text` as sent, as a person sees it, and its entities; refused as Telegram does."""
         source = p.get_str("text")
         if not source:
             raise bad_request("message text is empty")
@@ -786,6 +787,11 @@ class BotAPIStandIn:
             raise bad_request("message text is empty")
         if utf16_len(plain) > MAX_TEXT:
             raise bad_request("message is too long")
+        return source, plain, entities
+
+    async def _m_send_message(self, p: Params) -> dict[str, Any]:
+        state = self._chat_to_send(p)
+        source, plain, entities = self._message_text(p)
         reply_to = self._reply_to(state, p)
         markup = self._reply_markup(state, p)
         msg = self._add_message(
@@ -1051,14 +1057,7 @@ class BotAPIStandIn:
         state, msg = self._message_to_edit(p)
         if msg.kind != "text":
             raise bad_request("there is no text in the message to edit")
-        source = p.get_str("text")
-        if not source:
-            raise bad_request("message text is empty")
-        plain, entities = render_text(source, p.get_str("parse_mode"), p.get_json("entities"))
-        if not plain:
-            raise bad_request("message text is empty")
-        if utf16_len(plain) > MAX_TEXT:
-            raise bad_request("message is too long")
+        source, plain, entities = self._message_text(p)
         markup = self._reply_markup(state, p, edit=True)
         before = (msg.content, msg.entities, msg.inline_keyboard)
         # Like Telegram, an edit without reply_markup removes the inline keyboard.

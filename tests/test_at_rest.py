@@ -108,7 +108,7 @@ async def test_no_photo_or_heatmap_bytes_on_disk_after_a_job_and_after_delete(
             assert heatmap.data and "g/dL" in result.content
             await user.wait_idle(0.5)
 
-            h = bot["app"].bot_data["hbscreen_services"].keyring.person(user.chat_id)
+            h = bot["app"].bot_data.services.keyring.person(user.chat_id)
             assert len(await bot["store"].records(h)) == 1
             images = [photo] + [v for v, _, _ in photo_variants(photo)]
             needles = {

@@ -76,6 +76,12 @@ def test_never_unlikely_when_the_range_reaches_anaemia(lang):
         assert any(t(lang, u) in clear for u in UNLIKELY), (group, clear)
 
 
+def test_danger_signs_say_go_today_once():
+    r = _result("child-24-59m", "urgent", hb=10.0, half=3.5, danger=True)
+    text = messages.plain(messages.result_text(r, "en"))
+    assert text.lower().count("today") == 1, text
+
+
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_pregnancy_advice_in_every_pregnant_result(lang):
     advice = t(lang, messages.PREGNANCY_ADVICE)
@@ -119,8 +125,8 @@ def test_the_shipped_card_decides_which_groups_are_validated():
 def test_validated_result_gives_the_number_and_its_range(lang):
     text = messages.result_text(_result("child-24-59m", "blood_test", hb=10.3, half=2.1), lang)
     assert messages.not_validated_text(lang, VALIDATED) not in text
-    assert t(lang, "Estimated haemoglobin (Hb): <b>{hb} g/dL</b>.", hb="10.3").split("<b>")[0]
-    assert messages._num(10.3, lang) in text
+    number = t(lang, "Estimated haemoglobin (Hb): <b>{hb} g/dL</b>.", hb=messages._num(10.3, lang))
+    assert number in text
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -290,3 +296,41 @@ def test_cli_says_what_the_bot_says():
     assert not re.search(r"</?b>", unvalidated)
     french = format_text(_result("woman", "urgent", hb=7.0, half=3.5, danger=True), "fr")
     assert "aujourd’hui" in french or "aujourd'hui" in french
+
+
+def test_cli_text_in_another_language(tmp_path, capsys):
+    from hbscreen.cli import main
+    from tests.synthetic import jpeg, synthetic_photo
+    from tests.tiny_models import build_tiny_models
+
+    models = build_tiny_models(tmp_path / "models")
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(jpeg(synthetic_photo()))
+    args = ["screen", str(photo), "--group", "pregnant-2", "--models", str(models)]
+    assert main([*args, "--out", str(tmp_path / "o"), "--lang", "fr"]) == 0
+    text = capsys.readouterr().out
+    assert t("fr", messages.PREGNANCY_ADVICE) in text
+    disclaimer = "This is a screening, not a diagnosis. Only a blood test can confirm anaemia."
+    assert t("fr", disclaimer) in text
+    assert "no anaemia" not in text and "<b>" not in text
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_long_day_fits_one_message(lang):
+    """Two hundred patients: the newest lines that fit in Telegram's 4096, the rest counted."""
+    base = 1_800_000_000
+    records = [
+        {"time": base + 60 * i, "label": f"P-{i:017d}", "group": "pregnant-3", "hb": 9.0,
+         "low": 5.5, "high": 12.5, "level": 95, "validated": False, "danger": i % 7 == 0,
+         "category": "moderate", "referral": "blood_test"}
+        for i in range(200)
+    ]  # fmt: skip
+    text = messages.summary_text(records, lang)
+    assert messages._units(text) <= messages.MESSAGE_LIMIT
+    lines = text.splitlines()
+    assert f"P-{199:017d}" in lines[-2]  # the newest patient is there, before the legend
+    shown = sum(1 for x in lines if "P-0" in x)
+    earlier = messages.tn(
+        lang, "{n} earlier patient: see /export.", "{n} earlier patients: see /export.", 200 - shown
+    )
+    assert lines[1] == earlier

@@ -68,7 +68,10 @@ async def test_pregnant_woman_screens_herself(standin, redis_url, models_dir, ph
 
         validated = load_card("regression").validated_groups
         warning = plain(not_validated_text(lang, validated))
-        assert warning in text and text.index(warning) < text.index("g/dL")
+        if "pregnant-2" in validated:  # the card decides (h-hb's evidence), never this test
+            assert warning not in text
+        else:
+            assert warning in text and text.index(warning) < text.index("g/dL")
         assert plain(t(lang, PREGNANCY_ADVICE)) in text
         assert (
             t(lang, "This is a screening, not a diagnosis. Only a blood test can confirm anaemia.")
@@ -116,7 +119,7 @@ async def test_child_screened_by_a_parent_with_danger_signs(
         await user.send_photo(photo)
         result = await user.wait_for(result_message, RESULT_WAIT, "the result")
         text = result.content
-        # Danger signs always make the advice urgent; this group is validated: no warning.
+        # Danger signs always make the advice urgent; a validated group: no warning.
         assert t(lang, "You told us about danger signs.") in text
         assert (
             t(lang, "<b>Go to a health facility today.</b> Ask for a blood test for anaemia.")
@@ -127,7 +130,9 @@ async def test_child_screened_by_a_parent_with_danger_signs(
         from hbscreen.inference.modelcard import load_card
 
         validated = load_card("regression").validated_groups
-        assert plain(not_validated_text(lang, validated)) not in text
+        assert (plain(not_validated_text(lang, validated)) in text) is (
+            "child-24-59m" not in validated
+        )
         # "Screen someone else" starts over at "who".
         await press(user, "after:other")
         await user.wait_for(lambda m: "who:me" in buttons_of(m), 15, "the who question")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 
 from hbscreen.bot.i18n import t
 from hbscreen.bot.messages import danger_referral_text, young_baby_text
+from hbscreen.inference.modelcard import load_card
 from tests.bot_harness import (
     GROUP_TAPS,
     bot_settings,
@@ -39,7 +41,7 @@ PATIENTS = [
     ("P-03", "pregnant-2", 2, ""),
     ("P-04", "woman", 2, "retake"),  # a dark photo first
     ("P-05", "baby", 0, "baby"),  # younger than 6 months: not screened
-    ("P-06", "child-24-59m", 1, "danger-photo"),  # danger signs, photo anyway
+    ("P-06", "child-24-59m", 1, "danger-photo"),  # danger signs, then a photo all the same
     ("P-07", "man", 1, ""),
     ("P-08", "child-5-11y", 2, ""),
     ("P-09", "pregnant-3", 0, "danger"),  # danger signs, referred without a photo
@@ -82,7 +84,7 @@ async def _one_patient(user, label: str, group: str, eyes: int, what: str, photo
         if what == "danger":
             await press(user, "after:other")
             return
-        await press(user, "danger:photo")
+        # She sends the photo without tapping "Take the photo anyway": that is her answer.
     if what == "retake":
         await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
         await user.send_photo(dark(photo))
@@ -131,14 +133,19 @@ async def test_a_health_workers_morning_of_ten_patients(standin, redis_url, mode
     assert any("⚠️ P-09" in x and t("en", "go today") in x for x in patient_lines)
     assert any("⚠️ P-06" in x for x in patient_lines)
 
+    assert re.fullmatch(r"screenings-\d{4}-\d{2}-\d{2}\.csv", doc.file_name or ""), doc
     rows = list(csv.DictReader(io.StringIO(doc.data.decode())))
     assert len(rows) == 16  # 14 results, 1 retake, 1 referral without a photo
     assert all(r["time"].endswith("+03:00") for r in rows)  # Nairobi, no daylight saving
     assert {r["label"] for r in rows} == {p[0] for p in PATIENTS} - {"P-05"}
     p06 = [r for r in rows if r["label"] == "P-06"]
     assert p06[0]["danger_signs"] == "yes" and p06[0]["referral"] == "urgent"
-    assert {r["validated_for_group"] for r in rows if r["group"] == "child-6-23m"} == {"yes"}
-    assert {r["validated_for_group"] for r in rows if r["group"] == "man"} == {"no"}
+    validated = load_card("regression").validated_groups  # the card decides, not this test
+    for r in rows:
+        if r["label"] == "P-09":  # referred without a photo: no model was asked
+            assert r["validated_for_group"] == "" and r["estimate"] == ""
+        else:
+            assert r["validated_for_group"] == ("yes" if r["group"] in validated else "no")
     assert {r["interval_level"] for r in rows if r["estimate"]} == {"95%"}
 
     for command in ("/worker", "/summary", "/export"):

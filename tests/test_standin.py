@@ -482,7 +482,7 @@ async def test_demo_chat_scripted_journey(tiny_models, eyelid_photo, tmp_path) -
     text = "\n".join(lines)
     assert code == 0, text
     assert "you  ▸ /start" in text and "[1] English" in text
-    assert "Hémoglobine (Hb) estimée" in text and "g/dL" in text  # the result, in French
+    assert "Hémoglobine (Hb)" in text and "g/dL" in text  # the result, in French
     assert "pas un diagnostic" in text
     saved = sorted(out.glob("*.jpg"))  # the photo guide's example (if any), then the heatmap
     assert saved and all(Image.open(p).format == "JPEG" for p in saved)

@@ -182,11 +182,13 @@ async def export(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     svc = context.services
     records = await svc.store.records(person.h)
+    tz = svc.settings.tz
+    day = datetime.now(tz).date().isoformat()  # her local date: one file per day of work
     if not records:
         await update.effective_chat.send_message(t(person.lang, "There is nothing to export yet."))
         return
     await update.effective_chat.send_document(
-        InputFile(io.BytesIO(records_csv(records, svc.settings.tz)), filename="screenings.csv"),
+        InputFile(io.BytesIO(records_csv(records, tz)), filename=f"screenings-{day}.csv"),
         caption=t(person.lang, "Your screenings as a CSV file."),
     )
 

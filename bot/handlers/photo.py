@@ -22,8 +22,8 @@ from hbscreen.settings import Settings
 
 from .. import messages, metrics
 from ..i18n import t
-from ..services import BotContext, Person, load_person, now
-from .flow import PHOTO, advance
+from ..services import BotContext, Person, load_person, now, save
+from .flow import PHOTO, advance, reprompt
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,17 @@ def is_image_document(doc: Document) -> bool:
     if mime.startswith("image/"):
         return mime not in ("image/gif", "image/svg+xml")
     return (not mime or mime == "application/octet-stream") and ext in IMAGE_EXTENSIONS
+
+
+async def on_photo_after_danger(update: Update, context: BotContext) -> int:
+    """A photo while the danger question or the urgent referral is on screen: after the
+    referral it is the "take the photo anyway" answer (nothing is lost); before the answer,
+    the question is asked again."""
+    person = await load_person(update, context)
+    if not person.profile.get("danger"):
+        return await reprompt(update, context)
+    await save(context, person, danger_photo=True)
+    return await on_photo(update, context)
 
 
 async def on_photo(update: Update, context: BotContext) -> int:

@@ -156,7 +156,7 @@ class RedisSide:
         due = await self.r.zrangebyscore(k.deadlines, "-inf", wall, start=0, num=100)
         n = 0
         for raw in due:
-            job_id = s(raw)
+            job_id = s(raw)  # type: ignore[arg-type]  # ZRANGEBYSCORE without scores: members
             origin = await self.r.hget(k.job(job_id), "origin")
             if origin is None:  # the job hash expired or ended: nothing to tell anyone
                 await self.r.zrem(k.deadlines, job_id)

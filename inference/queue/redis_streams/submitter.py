@@ -160,5 +160,5 @@ class RedisSubmitter(OutcomeWaiters):
     # ---------------------------------------------------------------- operators and tests
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters (no routing data in them)."""
-        entries = await self.r.xrevrange(self.keys.dead, count=count)
+        entries: Any = await self.r.xrevrange(self.keys.dead, count=count)
         return [{s(k): s(v) for k, v in f.items()} for _, f in entries]

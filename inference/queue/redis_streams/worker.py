@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -104,14 +105,14 @@ class RedisJobSource:
             if claimed:
                 log.info("reclaimed stalled jobs", extra={"count": len(claimed)})
         if not entries:
-            resp = await self.r.xreadgroup(
+            reply: Any = await self.r.xreadgroup(
                 WORKERS_GROUP,
                 consumer,
                 {jobs: ">"},
                 count=n,
                 block=max(1, int(block_s * 1000)),
             )
-            entries = stream_entries(resp, jobs)
+            entries = stream_entries(reply, jobs)
         return entries
 
     async def _start(self, entry: str, job_id: str) -> tuple[Delivery | None, Skipped | None]:
