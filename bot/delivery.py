@@ -9,37 +9,60 @@ atomically. A job whose ticket is gone was cancelled (/cancel, /stop) or its per
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timezone
 
-from telegram.error import Forbidden, TelegramError
+from telegram.error import Forbidden
 from telegram.ext import Application
 
 from hbscreen.inference.queue.base import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
-from . import keyboards, messages, metrics
-from .i18n import t
+from . import metrics
+from .replies import outcome_replies, send_replies
 from .services import SERVICES, Services, now
 
 log = logging.getLogger(__name__)
 
 
+MAX_CONCURRENT_DELIVERIES = 256
+
+
+async def _deliver_logged(application: Application, svc: Services, outcome: JobOutcome) -> None:
+    try:
+        await deliver(application, svc, outcome)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        metrics.ERRORS.inc()
+        log.error("delivery failed: %s", type(e).__name__, exc_info=e)
+
+
 async def run_delivery(application: Application) -> None:
-    """Deliver outcomes until cancelled; one bad outcome never stops the loop."""
+    """Deliver outcomes until cancelled; one bad outcome never stops the loop.
+
+    Each outcome is delivered in its own task (at most MAX_CONCURRENT_DELIVERIES at once), so
+    a chat whose sends wait out a 429 never holds back another chat's result."""
     svc: Services = application.bot_data[SERVICES]
+    slots = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
+    tasks: set[asyncio.Task] = set()
+
+    async def one(outcome: JobOutcome) -> None:
+        try:
+            await _deliver_logged(application, svc, outcome)
+        finally:
+            slots.release()
+
     while True:
         try:
             async for outcome in svc.queue.outcomes():
-                try:
-                    await deliver(application, svc, outcome)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    metrics.ERRORS.inc()
-                    log.error("delivery failed: %s", type(e).__name__, exc_info=e)
+                await slots.acquire()
+                task = asyncio.create_task(one(outcome))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
             raise
         except Exception as e:
             log.error("outcome stream failed, reconnecting: %s", type(e).__name__, exc_info=e)
@@ -81,6 +104,8 @@ async def deliver(application: Application, svc: Services, outcome: JobOutcome) 
         profile = await svc.store.get_profile(h)
         fails = 0 if kind == "result" else int(profile.get("fails") or 0) + 1
         await svc.store.update_profile(h, fails=fails)
+    if kind != "result":  # refused, failed or expired photos do not count against the limit
+        await svc.store.refund_rate(h)
     try:
         await _send(bot, chat_id, route, lang, kind, outcome, fails)
     except Forbidden:
@@ -93,30 +118,8 @@ async def deliver(application: Application, svc: Services, outcome: JobOutcome) 
 async def _send(
     bot, chat_id: int, route: dict, lang: str, kind: str, outcome: JobOutcome, fails: int
 ) -> None:
-    result = outcome.result
-    if kind == "result":
-        assert result is not None
-        await _status(bot, chat_id, route, t(lang, "Photo checked."))
-        if outcome.heatmap_jpeg:
-            await _heatmap(bot, chat_id, outcome.heatmap_jpeg, lang)
-        await bot.send_message(
-            chat_id,
-            messages.result_text(result, lang, label=route.get("label") or None),
-            reply_markup=keyboards.after_result(lang, route.get("mode") == "worker"),
-        )
-    elif kind == "retake":
-        assert result is not None and result.quality is not None
-        await _status(bot, chat_id, route, t(lang, "Photo checked."))
-        codes = result.quality.failing_codes
-        await bot.send_message(chat_id, messages.retake_text(codes, lang, fails))
-    elif kind == "refused":
-        assert result is not None
-        await _status(bot, chat_id, route, t(lang, "Could not check the photo."))
-        code = result.error.code if result.error else None
-        await bot.send_message(chat_id, messages.error_text(code, lang))
-    else:  # dead, expired
-        await _status(bot, chat_id, route, t(lang, "Could not check the photo."))
-        await bot.send_message(chat_id, messages.could_not_process_text(lang))
+    """What to send is replies.outcome_replies (one message for a result); this sends it."""
+    await send_replies(bot, chat_id, route, outcome_replies(kind, outcome, route, lang, fails))
 
 
 async def _still_there(svc: Services, h: str) -> bool:
@@ -142,20 +145,3 @@ async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -
     )
     day = datetime.now(timezone.utc).date().isoformat()
     await svc.store.count_stat(day, route.get("campaign") or "", result.referral)
-
-
-async def _heatmap(bot, chat_id: int, jpeg: bytes, lang: str) -> None:
-    """The heatmap is an extra: if Telegram refuses it, the result text still goes out."""
-    try:
-        await bot.send_photo(chat_id, jpeg, caption=messages.heatmap_caption(lang))
-    except Forbidden:
-        raise
-    except TelegramError as e:
-        log.warning("the heatmap could not be sent: %s", type(e).__name__)
-
-
-async def _status(bot, chat_id: int, route: dict, text: str) -> None:
-    if not route.get("status"):
-        return
-    with contextlib.suppress(TelegramError):
-        await bot.edit_message_text(text, chat_id=chat_id, message_id=int(route["status"]))

@@ -3,6 +3,11 @@
 The bytes never touch the disk: `download_as_bytearray` keeps them in memory, the queue holds
 them until the job ends. The job carries only a random ticket; the ticket (in the Store, with a
 TTL) says where to deliver, with the chat id sealed.
+
+A photo costs one chat-bound request when the queue is short: the result. A status message is
+sent only when others are waiting; a chat action only when the result takes over a second
+(`SLOW_REPLY_S`). A photo that fails, is refused or meets a full queue is taken back from the
+person's hourly limit.
 """
 
 from __future__ import annotations
@@ -75,19 +80,20 @@ async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             ),
         )
         return PHOTO
-    await _chat_action(update)
     try:
         tg_file = await media.get_file()
         data = bytes(await tg_file.download_as_bytearray())
     except TelegramError as e:
         log.info("photo download failed: %s", type(e).__name__)
         metrics.PHOTOS.labels("download_failed").inc()
+        await svc.store.refund_rate(person.h)
         await msg.reply_text(
             do_quote=True, text=t(lang, "I could not get this photo. Please send it again.")
         )
         return PHOTO
     if len(data) > MAX_UPLOAD_BYTES:
         metrics.PHOTOS.labels("too_large").inc()
+        await svc.store.refund_rate(person.h)
         await msg.reply_text(
             do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
         )
@@ -96,29 +102,37 @@ async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return PHOTO
 
 
-async def _chat_action(update: Update) -> None:
+SLOW_REPLY_S = 1.0  # a chat action ("sending a photo...") only when the result is slower
+
+
+async def slow_reply(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """JobQueue callback: the result is not there after SLOW_REPLY_S, show a chat action."""
+    svc = services(context)
+    route = await svc.store.get_ticket(context.job.data)
+    if not route:
+        return  # delivered (or cancelled) already
     with contextlib.suppress(TelegramError):
-        await update.effective_chat.send_action(ChatAction.UPLOAD_PHOTO)
+        await context.bot.send_chat_action(svc.keyring.open(route["chat"]), ChatAction.UPLOAD_PHOTO)
 
 
 async def submit(
     update: Update, context: ContextTypes.DEFAULT_TYPE, person: Person, data: bytes
 ) -> None:
-    """Queue one photo and leave a status message that delivery edits later."""
+    """Queue one photo; a status message (that delivery edits later) only when others wait."""
     svc = services(context)
     p, lang = person.profile, person.lang
     depth = await svc.queue.depth()
+    status = None
     if depth >= 3:
         text = t(lang, "Photo received. Other photos are waiting before yours. Please wait.")
-    else:
-        text = t(lang, "Photo received. Checking it now. This takes a few seconds.")
-    status = await update.effective_message.reply_text(text, do_quote=True)
+        status = await update.effective_message.reply_text(text, do_quote=True)
     ticket = secrets.token_urlsafe(12)
     ttl = int(svc.settings.job_deadline_s) + 600
     route = {
         "chat": svc.keyring.seal(person.chat_id),
         "lang": lang,
-        "status": status.message_id,
+        "status": status.message_id if status else 0,
+        "photo_msg": update.effective_message.message_id,
         "label": p.get("label") or "",
         "campaign": p.get("campaign") or "",
         "mode": p.get("mode") or "self",
@@ -130,20 +144,23 @@ async def submit(
         job_id = await svc.queue.submit(data, job)
     except QueueBusy:
         await svc.store.pop_ticket(ticket)
+        await svc.store.refund_rate(person.h)
         metrics.PHOTOS.labels("busy").inc()
-        await _edit(
-            context,
-            person.chat_id,
-            status.message_id,
-            t(lang, "Many people are using the service now. Please try again in a few minutes."),
-        )
+        busy = t(lang, "Many people are using the service now. Please try again in a few minutes.")
+        if status is not None:
+            await _edit(context, person.chat_id, status.message_id, busy)
+        else:
+            with contextlib.suppress(TelegramError):
+                await update.effective_message.reply_text(busy, do_quote=True)
         return
     metrics.PHOTOS.labels("accepted").inc()
     await svc.store.update_ticket(ticket, job_id=job_id)
-    if context.job_queue is not None and svc.settings.status_update_s > 0:
-        context.job_queue.run_once(
-            still_working, svc.settings.status_update_s, data=ticket, name=f"status-{ticket}"
-        )
+    if context.job_queue is not None:
+        context.job_queue.run_once(slow_reply, SLOW_REPLY_S, data=ticket, name=f"slow-{ticket}")
+        if svc.settings.status_update_s > 0:
+            context.job_queue.run_once(
+                still_working, svc.settings.status_update_s, data=ticket, name=f"status-{ticket}"
+            )
 
 
 async def _edit(context: ContextTypes.DEFAULT_TYPE, chat_id: int, message_id: int, text: str):
@@ -152,11 +169,18 @@ async def _edit(context: ContextTypes.DEFAULT_TYPE, chat_id: int, message_id: in
 
 
 async def still_working(context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Edit the status message while the job is still in flight."""
+    """Say the job is still in flight: edit the status message, or send one (delivery then
+    edits it when the result comes)."""
     svc = services(context)
-    route = await svc.store.get_ticket(context.job.data)
+    ticket = context.job.data
+    route = await svc.store.get_ticket(ticket)
     if not route:
         return
     chat_id = svc.keyring.open(route["chat"])
     text = t(route["lang"], "Still checking. Please wait a little more.")
-    await _edit(context, chat_id, route["status"], text)
+    if route.get("status"):
+        await _edit(context, chat_id, route["status"], text)
+        return
+    with contextlib.suppress(TelegramError):
+        sent = await context.bot.send_message(chat_id, text)
+        await svc.store.update_ticket(ticket, status=sent.message_id)
