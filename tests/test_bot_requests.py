@@ -199,8 +199,9 @@ async def test_health_workers_next_patient_costs_at_most_three(
                 "the group card",
             )
             await user.tap_button(f"grp:{group}", message=card)
+            card_id = card.message_id
             await user.wait_for(
-                lambda m, card=card: m.message_id == card.message_id and "danger:no" in buttons_of(m),
+                lambda m, i=card_id: m.message_id == i and "danger:no" in buttons_of(m),
                 15,
                 "the danger question",
             )
