@@ -22,8 +22,11 @@ def consent(lang: str, *, with_languages: bool = False) -> InlineKeyboardMarkup:
     right answers in one tap and anyone else switches the card's language in place."""
     rows = [[(t(lang, "Yes, I agree"), "consent:yes"), (t(lang, "No"), "consent:no")]]
     if with_languages:
-        names = [(language_name(code), f"lang:{code}") for code in LANGUAGES if code != lang]
-        rows += [names[i : i + 2] for i in range(0, len(names), 2)]
+        names = [
+            (("✓ " if code == lang else "") + language_name(code), f"lang:{code}")
+            for code in LANGUAGES
+        ]
+        rows += [names[i : i + 3] for i in range(0, len(names), 3)]
     return _kb(*rows)
 
 

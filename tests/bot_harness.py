@@ -110,6 +110,21 @@ async def press(user: SimulatedUser, data: str) -> None:
     await user.tap_button(data)
 
 
+async def agree(user: SimulatedUser, lang: str) -> None:
+    """The first card: consent with the languages. Tap the language unless the card is
+    already in it (its button is marked ✓), then "Yes, I agree"."""
+    card = await user.wait_for(lambda m: "consent:yes" in buttons_of(m), 15, "the consent card")
+    button = next(b for b in card.buttons if b.get("callback_data") == f"lang:{lang}")
+    if not button["text"].startswith("✓"):
+        await user.tap_button(f"lang:{lang}", message=card)
+        card = await user.wait_for(
+            lambda m: m.message_id == card.message_id and f"✓ {button['text']}" in m.button_texts,
+            15,
+            f"the consent card in {lang}",
+        )
+    await user.tap_button("consent:yes", message=card)
+
+
 GROUP_TAPS = {
     "pregnant-1": ["grp:pregnant", "grp:pregnant-1"],
     "pregnant-2": ["grp:pregnant", "grp:pregnant-2"],
@@ -142,8 +157,7 @@ async def self_screening_until_photo(
 ) -> ChatMessage:
     """/start -> language -> consent -> who -> group -> danger -> the photo guide."""
     await user.send_command("/start", campaign)
-    await tap(user, f"lang:{lang}")
-    await tap(user, "consent:yes")
+    await agree(user, lang)
     await tap(user, f"who:{who}")
     if who == "other":
         await tap(user, "pc:yes")

@@ -14,6 +14,7 @@ from hbscreen.bot.i18n import t
 from hbscreen.bot.messages import ERROR_TEXT
 from tests.bot_harness import (
     HASH_KEY,
+    agree,
     bot_settings,
     buttons_of,
     press,
@@ -157,8 +158,7 @@ async def test_restart_in_the_middle_of_a_conversation(standin, redis_url, model
     user = standin.user(204, language_code=lang)
     async with running_bot(settings):
         await user.send_command("/start", "clinic-7")
-        await tap(user, f"lang:{lang}")
-        await tap(user, "consent:yes")
+        await agree(user, lang)
         await tap(user, "who:me")
         await user.wait_for(lambda m: "grp:woman" in buttons_of(m), 15, "the group question")
     # The bot is down; the person answers anyway. A new process picks the update up.

@@ -217,10 +217,13 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
     person = await load_person(update, context)
     if lang not in LANGUAGES:
         return await advance(update, context, person)
-    await save(context, person, lang=lang)
     consenting = person.profile.get("consent_version") != (
         services(context).settings.consent_policy_version
     )
+    unchanged = lang == person.lang
+    await save(context, person, lang=lang)
+    if consenting and unchanged:
+        return CONSENT  # the card is already in this language
     note = None if consenting else t(lang, "Language: {name}.", name=language_name(lang))
     return await advance(update, context, person, note=note)
 
