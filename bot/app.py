@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from telegram import Update
 from telegram.constants import ParseMode
 from telegram.error import InvalidToken, NetworkError
-from telegram.ext import Application, ApplicationBuilder, Defaults
+from telegram.ext import ApplicationBuilder, Defaults
 
-from hbscreen.inference.queue.base import JobQueue
+from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings, get_settings
 
 from .concurrency import PerChatRateLimiter, PerChatUpdateProcessor
@@ -25,13 +25,11 @@ from .delivery import run_delivery
 from .handlers.flow import set_default_commands
 from .persistence import StorePersistence
 from .reminders import send_due_reminders
-from .services import SERVICES, Services, hash_secret
+from .services import CONTEXT_TYPES, BotApplication, BotContext, Services, hash_secret
 from .storage import KeyRing, Store, make_store
 
 log = logging.getLogger(__name__)
 
-DELIVERY_TASK = "hbscreen_delivery_task"
-OWNS_STORE = "hbscreen_owns_store"
 MAX_CONCURRENT_UPDATES = 256
 
 
@@ -48,14 +46,19 @@ def quiet_loggers() -> None:
 
 def build_application(
     settings: Settings, queue: JobQueue, *, store: Store | None = None
-) -> Application:
+) -> BotApplication:
     """The configured Application; the caller runs it (run_bot, or a test's serve_polling)."""
     quiet_loggers()
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     owns_store = store is None
-    store = store or make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:")
     keyring = KeyRing(hash_secret(settings))
+    store = store or make_store(
+        settings.redis_url,
+        prefix=f"{settings.redis_prefix}:bot:",
+        sealer=keyring.records,
+        record_ttl_s=settings.record_ttl_s,
+    )
     application = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
@@ -65,21 +68,23 @@ def build_application(
         .concurrent_updates(PerChatUpdateProcessor(MAX_CONCURRENT_UPDATES))
         .persistence(StorePersistence(store))
         .defaults(Defaults(parse_mode=ParseMode.HTML))
+        .context_types(CONTEXT_TYPES)
         .post_init(_post_init)
         .post_stop(_post_stop)
         .post_shutdown(_post_shutdown)
         .build()
     )
-    application.bot_data[SERVICES] = Services(settings, queue, store, keyring)
-    application.bot_data[OWNS_STORE] = owns_store
+    application.bot_data.services = Services(settings, queue, store, keyring)
+    application.bot_data.owns_store = owns_store
     register_handlers(application, keyring)
     return application
 
 
-async def _post_init(application: Application) -> None:
-    svc: Services = application.bot_data[SERVICES]
+async def _post_init(application: BotApplication) -> None:
+    svc = application.bot_data.services
+    await svc.store.migrate()  # once: records of the old scheme cannot be read, they go
     await set_default_commands(application.bot, svc.settings.admin_ids)
-    application.bot_data[DELIVERY_TASK] = asyncio.create_task(
+    application.bot_data.delivery_task = asyncio.create_task(
         run_delivery(application), name="hbscreen-delivery"
     )
     if application.job_queue is not None:
@@ -89,26 +94,40 @@ async def _post_init(application: Application) -> None:
             first=1.0,
             name="reminders",
         )
+        if svc.settings.aof_rewrite_s > 0:  # expired and deleted data leave the disk too
+            application.job_queue.run_repeating(
+                _compact_store,
+                interval=svc.settings.aof_rewrite_s,
+                first=svc.settings.aof_rewrite_s,
+                name="aof-rewrite",
+            )
 
 
-async def _post_stop(application: Application) -> None:
-    task: asyncio.Task | None = application.bot_data.pop(DELIVERY_TASK, None)
+async def _compact_store(context: BotContext) -> None:
+    try:
+        await context.services.store.compact()
+    except Exception as e:  # e.g. a managed Redis that refuses BGREWRITEAOF
+        log.warning("scheduled AOF rewrite failed: %s", type(e).__name__)
+
+
+async def _post_stop(application: BotApplication) -> None:
+    task, application.bot_data.delivery_task = application.bot_data.delivery_task, None
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
 
-async def _post_shutdown(application: Application) -> None:
+async def _post_shutdown(application: BotApplication) -> None:
     await _post_stop(application)
-    if application.bot_data.get(OWNS_STORE):
-        await application.bot_data[SERVICES].store.close()
+    if application.bot_data.owns_store:
+        await application.bot_data.services.store.close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM): polling without HBSCREEN_WEBHOOK_URL, a
     webhook with it; /healthz, /readyz and /metrics are served in both modes."""
-    from hbscreen.inference.queue.factory import make_queue
+    from hbscreen.compose import wire_submitter
 
     from .webhook import make_web_app
 
@@ -124,17 +143,17 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     if webhook and settings.webhook_secret is None:
         raise StartupError("HBSCREEN_WEBHOOK_SECRET must be set with HBSCREEN_WEBHOOK_URL")
     try:
-        queue = make_queue(settings.redis_url, submitter="bot", settings=settings)
-        application = build_application(settings, queue)
+        wiring = wire_submitter(settings, submitter="bot")
+        application = build_application(settings, wiring.queue)
     except ValueError as e:  # redis-py refuses a malformed REDIS_URL this way
         raise StartupError(f"REDIS_URL is not a usable Redis URL ({e})") from None
     try:
         await preflight(application, settings)
     except BaseException:
         with contextlib.suppress(Exception):
-            await queue.close()
+            await wiring.close()
         with contextlib.suppress(Exception):
-            await application.bot_data[SERVICES].store.close()
+            await application.bot_data.services.store.close()
         raise
     from aiohttp import web
 
@@ -145,7 +164,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # Listen before telling Telegram where to deliver, so no first update is refused.
         await runner.setup()
         await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
-        if webhook:
+        if settings.webhook_url and settings.webhook_secret:  # webhook (checked above)
             await application.bot.set_webhook(
                 settings.webhook_url,
                 secret_token=settings.webhook_secret.get_secret_value(),
@@ -153,6 +172,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             )
         else:
             await application.bot.delete_webhook()
+            if application.updater is None:  # ApplicationBuilder always makes one
+                raise RuntimeError("polling needs the Application's Updater")
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
         log.info(
             "bot running (%s); health on %s:%s",
@@ -170,7 +191,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await _post_stop(application)
         await application.shutdown()
         await _post_shutdown(application)
-        await queue.close()
+        await wiring.close()
 
 
 def _where(url: str) -> str:
@@ -182,10 +203,10 @@ def _where(url: str) -> str:
         return "(unreadable URL)"
 
 
-async def preflight(application: Application, settings: Settings) -> None:
+async def preflight(application: BotApplication, settings: Settings) -> None:
     """Redis answers and the Bot API knows the token, else StartupError (one line, no trace).
     Ends with the application initialised."""
-    store = application.bot_data[SERVICES].store
+    store = application.bot_data.services.store
     if settings.redis_url and not await store.ping():
         raise StartupError(f"cannot reach Redis at {_where(settings.redis_url)} (REDIS_URL)")
     try:

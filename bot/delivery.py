@@ -13,14 +13,13 @@ import logging
 from datetime import datetime, timezone
 
 from telegram.error import Forbidden
-from telegram.ext import Application
 
-from hbscreen.inference.queue.base import JobOutcome
+from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
 from . import metrics
 from .replies import outcome_replies, send_replies
-from .services import SERVICES, Services, now
+from .services import BotApplication, Services, now
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_DELIVERIES = 256
 
 
-async def _deliver_logged(application: Application, svc: Services, outcome: JobOutcome) -> None:
+async def _deliver_logged(application: BotApplication, svc: Services, outcome: JobOutcome) -> None:
     try:
         await deliver(application, svc, outcome)
     except asyncio.CancelledError:
@@ -38,12 +37,12 @@ async def _deliver_logged(application: Application, svc: Services, outcome: JobO
         log.error("delivery failed: %s", type(e).__name__, exc_info=e)
 
 
-async def run_delivery(application: Application) -> None:
+async def run_delivery(application: BotApplication) -> None:
     """Deliver outcomes until cancelled; one bad outcome never stops the loop.
 
     Each outcome is delivered in its own task (at most MAX_CONCURRENT_DELIVERIES at once), so
     a chat whose sends wait out a 429 never holds back another chat's result."""
-    svc: Services = application.bot_data[SERVICES]
+    svc = application.bot_data.services
     slots = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
     tasks: set[asyncio.Task] = set()
 
@@ -69,7 +68,7 @@ async def run_delivery(application: Application) -> None:
             await asyncio.sleep(1.0)
 
 
-async def deliver(application: Application, svc: Services, outcome: JobOutcome) -> bool:
+async def deliver(application: BotApplication, svc: Services, outcome: JobOutcome) -> bool:
     """Send one outcome to its chat; True if something was sent."""
     ticket = outcome.job.reply_to.get("ticket")
     if not ticket:
@@ -87,6 +86,7 @@ async def deliver(application: Application, svc: Services, outcome: JobOutcome) 
     chat_id = svc.keyring.open(route["chat"])
     bot = application.bot
     result = outcome.result
+    kind: str
     if outcome.status != "done" or result is None:
         kind = outcome.status
     elif result.ok and result.hb_g_dl is not None:
@@ -130,6 +130,7 @@ async def _still_there(svc: Services, h: str) -> bool:
 async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -> None:
     interval = result.interval_95 or result.interval_80
     low, high = sorted(interval) if interval else (None, None)
+    level = (95 if result.interval_95 else 80) if interval else None
     await svc.store.add_record(
         h,
         {
@@ -139,6 +140,9 @@ async def _record(svc: Services, h: str, route: dict, result: ScreeningResult) -
             "hb": result.hb_g_dl,
             "low": low,
             "high": high,
+            "level": level,
+            "validated": result.validated_for_group,
+            "danger": result.danger_signs,
             "category": result.category,
             "referral": result.referral,
         },

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile
 
 from .errors import ErrorCode, IntakeError
+from .limits import MAX_BYTES
 
 try:  # HEIC/HEIF from iPhones; pillow-heif is a runtime dependency
     import pillow_heif
@@ -38,7 +39,6 @@ try:  # HEIC/HEIF from iPhones; pillow-heif is a runtime dependency
 except ImportError:  # pragma: no cover - the wheel is a declared dependency
     _HEIF_OK = False
 
-MAX_BYTES = 20 * 1024 * 1024  # what the issue promises users
 MAX_PIXELS = 50_000_000  # 48 Mpx phone photos (8000x6000) pass; ~150 MB as RGB
 MIN_SIDE = 200  # short side of a photo; cut-outs are smaller, the pipeline passes 24
 

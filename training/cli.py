@@ -12,14 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = REPO_ROOT / "inference" / "models"
+from hbscreen.inference.modelcard import MODELS_DIR as DEFAULT_MODELS  # inside the package
 
 
 def default_data() -> Path:
-    """HBSCREEN_DATA, else ../shared/data/cp-anemic relative to the repository."""
+    """HBSCREEN_DATA, else ../shared/data/cp-anemic relative to the current folder."""
     env = os.environ.get("HBSCREEN_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data" / "cp-anemic")
+    return Path(env) if env else Path("..") / "shared" / "data" / "cp-anemic"
 
 
 def _common(p: argparse.ArgumentParser) -> None:

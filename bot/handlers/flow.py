@@ -20,11 +20,11 @@ from pathlib import Path
 
 from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import ContextTypes, ConversationHandler
+from telegram.ext import ConversationHandler
 
 from .. import keyboards, messages
 from ..i18n import LANGUAGES, commands_for, language_name, t
-from ..services import Person, clear, load_person, now, save, services
+from ..services import BotContext, Person, clear, load_person, now, save
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ MAX_CAPTION = 1024  # Telegram counts UTF-16 code units
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LABEL_RE = re.compile(r"^[\w\-/#.]{1,20}$")
 # What a new subject (someone else, next patient) must answer again.
-SUBJECT_FIELDS = ("label", "patient_ok", "group", "danger")
+SUBJECT_FIELDS = ("label", "patient_ok", "group", "danger", "danger_photo")
 
 
 async def _send(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
@@ -108,23 +108,30 @@ def question(person: Person, consent_version: str) -> tuple[int, str, InlineKeyb
             return GROUP, text, keyboards.group_flat(lang, refuse=True)
         return GROUP, text, keyboards.group(lang, refuse=True)
     if p.get("danger") is None:
-        pregnant = p["group"].startswith("pregnant")
         text = "\n\n".join(
             part
             for part in (
                 _subject_line(p, lang),
-                messages.danger_question(lang, pregnant),
+                messages.danger_question(lang, p["group"]),
                 t(lang, "If there are none, tap No, then send the photo."),
             )
             if part
         )
         return DANGER, text, keyboards.danger(lang, guide=bool(p.get("guide_seen")))
+    if p["danger"] and not p.get("danger_photo"):
+        # The urgent referral comes first; a photo only if she still wants one.
+        worker = person.worker
+        return (
+            DANGER,
+            messages.danger_referral_text(lang, worker),
+            keyboards.after_danger(lang, worker),
+        )
     return PHOTO, t(lang, "Please send a photo of the inside of the lower eyelid."), None
 
 
 async def advance(
     update: Update,
-    context: ContextTypes.DEFAULT_TYPE,
+    context: BotContext,
     person: Person,
     *,
     note: str | None = None,
@@ -133,7 +140,7 @@ async def advance(
 
     Once everything is answered: the photo guide the first time, later a short prompt with a
     button that shows the guide again."""
-    state, text, markup = question(person, services(context).settings.consent_policy_version)
+    state, text, markup = question(person, context.services.settings.consent_policy_version)
     if state == PHOTO:
         if not person.profile.get("guide_seen"):
             await send_photo_guide(update, person.lang)
@@ -171,7 +178,7 @@ async def _answer(query: CallbackQuery, toast: str | None = None) -> None:
 # -- commands that (re)start the conversation -------------------------------------------------
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def start(update: Update, context: BotContext) -> int:
     """A new screening. Someone who screened themselves before keeps their group (the danger
     question shows it, with a button to change it); anyone else starts at "who"."""
     person = await load_person(update, context)
@@ -186,18 +193,18 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def worker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def worker(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     await enter_worker_mode(context, person)
     return await advance(update, context, person)
 
 
-async def enter_worker_mode(context: ContextTypes.DEFAULT_TYPE, person: Person) -> None:
+async def enter_worker_mode(context: BotContext, person: Person) -> None:
     await clear(context, person, *SUBJECT_FIELDS)
     await save(context, person, mode="worker", who="patient", session_started=now())
 
 
-async def language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def language(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     await _send(update, t(person.lang, "Choose your language."), keyboards.languages())
     return LANG
@@ -206,7 +213,7 @@ async def language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
 # -- answers (buttons) ------------------------------------------------------------------------
 
 
-async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_language(update: Update, context: BotContext) -> int:
     """A language: the card turns into the next question in it (the consent card re-renders).
 
     The command menu follows the Telegram app's language (set per language at start-up);
@@ -218,7 +225,7 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
     if lang not in LANGUAGES:
         return await advance(update, context, person)
     consenting = person.profile.get("consent_version") != (
-        services(context).settings.consent_policy_version
+        context.services.settings.consent_policy_version
     )
     unchanged = lang == person.lang
     await save(context, person, lang=lang)
@@ -228,9 +235,9 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
     return await advance(update, context, person, note=note)
 
 
-async def set_chat_commands(context: ContextTypes.DEFAULT_TYPE, chat_id: int, lang: str) -> None:
+async def set_chat_commands(context: BotContext, chat_id: int, lang: str) -> None:
     """This chat's command menu in one language (not used per person: see on_language)."""
-    admin = chat_id in services(context).settings.admin_ids
+    admin = chat_id in context.services.settings.admin_ids
     commands = [BotCommand(c, d) for c, d in commands_for(lang, admin=admin)]
     try:
         await context.bot.set_my_commands(commands, scope=BotCommandScopeChat(chat_id))
@@ -238,19 +245,19 @@ async def set_chat_commands(context: ContextTypes.DEFAULT_TYPE, chat_id: int, la
         log.warning("could not set the chat's command menu: %s", type(e).__name__)
 
 
-async def on_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_consent(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
     lang = person.lang
     if query.data == "consent:yes":
-        version = services(context).settings.consent_policy_version
+        version = context.services.settings.consent_policy_version
         fields: dict = {"consent_version": version, "consent_at": now()}
         if not person.profile.get("lang"):
             fields["lang"] = lang  # agreeing in the guessed language chooses it
         await save(context, person, **fields)
         return await advance(update, context, person)
-    await services(context).store.delete_person(person.h)
+    await context.services.store.delete_person(person.h)
     await show(
         update,
         t(lang, "That is fine. Nothing about you is kept. Send /start if you change your mind."),
@@ -258,7 +265,7 @@ async def on_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
-async def on_who(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_who(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -271,7 +278,7 @@ async def on_who(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def on_patient_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_patient_consent(update: Update, context: BotContext) -> int:
     """pc:no under the group question (pc:yes only on cards sent by older versions)."""
     query = update.callback_query
     await _answer(query)
@@ -287,7 +294,7 @@ async def on_patient_consent(update: Update, context: ContextTypes.DEFAULT_TYPE)
     return END
 
 
-async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_group(update: Update, context: BotContext) -> int:
     """A group; choosing one for someone else also says they agreed (the card asked so)."""
     query = update.callback_query
     await _answer(query)
@@ -303,12 +310,12 @@ async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
         await show(update, t(lang, "How old is the child?"), keyboards.child_age(lang))
         return GROUP
     if choice == "baby":
-        note = t(
-            lang,
-            "This screening is not made for babies younger than 6 months. "
-            "Please ask a health worker.",
+        await show(
+            update,
+            messages.young_baby_text(lang, person.worker),
+            keyboards.young_baby(lang, person.worker),
         )
-        return await advance(update, context, person, note=note)
+        return GROUP
     if choice in messages.GROUP_LABELS:
         fields: dict = {"group": choice}
         if person.profile.get("who") in ("other", "patient"):
@@ -318,27 +325,20 @@ async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def on_danger(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
-    """Danger signs: the card turns into the warning. None: a toast, and the photo guide the
-    first time; the card's text already says to send the photo next."""
+async def on_danger(update: Update, context: BotContext) -> int:
+    """Danger signs: the card turns into the urgent referral (a photo only if still wanted).
+    None: a toast, and the photo guide the first time; the card already says "send the photo"."""
     query = update.callback_query
     person = await load_person(update, context)
+    lang = person.lang
+    if query.data == "danger:photo":  # after the urgent referral, she still wants a photo
+        await _answer(query)
+        if person.profile.get("danger"):
+            await save(context, person, danger_photo=True)
+        return await advance(update, context, person)
     danger = query.data == "danger:yes"
     await save(context, person, danger=danger)
-    lang = person.lang
-    if danger:
-        await _answer(query)
-        await show(
-            update,
-            t(
-                lang,
-                "⚠️ These are danger signs. <b>Go to a health facility today.</b> "
-                "Do not wait for the photo result.",
-            ),
-            keyboards.show_guide(lang),
-        )
-        return PHOTO
-    if not person.profile.get("group"):
+    if danger or not person.profile.get("group"):
         await _answer(query)
         return await advance(update, context, person)
     await _answer(query, t(lang, "Thank you. Now send the photo."))
@@ -348,7 +348,7 @@ async def on_danger(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return PHOTO
 
 
-async def on_guide(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_guide(update: Update, context: BotContext) -> int | None:
     """The "how to take the photo" button: the guide again, on request."""
     query = update.callback_query
     await _answer(query)
@@ -358,7 +358,7 @@ async def on_guide(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | 
     return PHOTO if ready else None
 
 
-async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_after(update: Update, context: BotContext) -> int:
     """The buttons under a result: other eye, someone else / next patient, done.
 
     The first two are answered with a toast only: the next step is the person's (a photo, a
@@ -372,10 +372,11 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             return PHOTO
         await _answer(query)
         return await advance(update, context, person)
+    await record_referral_without_photo(context, person)
     if choice == "other":
         await clear(context, person, *SUBJECT_FIELDS)
         if person.worker:
-            state, prompt, _ = question(person, services(context).settings.consent_policy_version)
+            state, prompt, _ = question(person, context.services.settings.consent_policy_version)
             if state == LABEL:
                 await _answer(query, prompt)
                 return LABEL
@@ -385,7 +386,7 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
         return await advance(update, context, person)
     await _answer(query)
     text = t(lang, "Thank you. Take care. Send /start for a new screening.")
-    settings = services(context).settings
+    settings = context.services.settings
     markup = None
     if not person.worker and not person.profile.get("reminder_due") and settings.reminder_weeks:
         ask = t(
@@ -398,6 +399,27 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
+async def record_referral_without_photo(context: BotContext, person: Person) -> None:
+    """A patient sent to a facility for danger signs, with no photo: still a line in the
+    worker's /summary and /export (referred today), never counted as a screening."""
+    p = person.profile
+    if not (p.get("danger") and not p.get("danger_photo") and p.get("group")):
+        return
+    await context.services.store.add_record(
+        person.h,
+        {
+            "time": now(),
+            "label": p.get("label") or "",
+            "group": p["group"],
+            "hb": None,
+            "photo": False,
+            "danger": True,
+            "referral": "urgent",
+        },
+    )
+    await save(context, person, danger_photo=True)  # once, even if a button is tapped twice
+
+
 # -- typed text -------------------------------------------------------------------------------
 
 
@@ -406,7 +428,7 @@ def looks_like_a_name(label: str) -> bool:
     return not any(ch.isdigit() for ch in label)
 
 
-async def on_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_label(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     lang = person.lang
     label = (update.effective_message.text or "").strip()
@@ -431,7 +453,7 @@ async def on_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def reprompt(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def reprompt(update: Update, context: BotContext) -> int:
     """Typed text or a photo where a button answer was expected: the question again, as one
     new card with the reason on top."""
     person = await load_person(update, context)
@@ -444,7 +466,7 @@ async def reprompt(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person, note=note)
 
 
-async def photo_expected(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def photo_expected(update: Update, context: BotContext) -> int:
     """Typed text while the bot waits for the photo."""
     person = await load_person(update, context)
     return await advance(update, context, person)

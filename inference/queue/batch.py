@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
-from .base import Job, JobOutcome, JobQueue, QueueBusy
+from .protocol import Job, JobOutcome, JobQueue, QueueBusy
 
 BUSY_BACKOFF_S = 0.2
 
@@ -55,8 +56,8 @@ async def screen_via_queue(
         while remaining:
             left = None if until is None else max(0.0, until - loop.time())
             if nxt is None:
-                nxt = asyncio.ensure_future(anext(outcomes))  # type: ignore[arg-type]
-            waiting = {nxt} if producer.done() else {nxt, producer}
+                nxt = asyncio.ensure_future(anext(outcomes))
+            waiting: set[asyncio.Future[Any]] = {nxt} if producer.done() else {nxt, producer}
             done, _ = await asyncio.wait(waiting, timeout=left, return_when="FIRST_COMPLETED")
             if producer in done and producer.exception() is not None:
                 raise producer.exception()  # type: ignore[misc]
