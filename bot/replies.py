@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from telegram import InlineKeyboardMarkup, ReplyParameters
 from telegram.error import Forbidden, TelegramError
 
-from hbscreen.inference.queue.base import JobOutcome
+from hbscreen.inference.queue.protocol import JobOutcome
 
 from . import keyboards, messages
 from .i18n import t

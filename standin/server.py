@@ -22,6 +22,7 @@ from hbscreen.inference.limits import MAX_BYTES
 
 from .entities import render_text, utf16_len
 from .errors import ApiError, bad_request
+from .limits import FloodControl
 from .state import (
     ApiCall,
     ChangeSignal,
@@ -141,8 +142,10 @@ class BotAPIStandIn:
         bot_name: str = "hbscreen (stand-in)",
         host: str = "127.0.0.1",
         port: int = 0,
+        flood_control: FloodControl | None = None,
     ) -> None:
         self.token = token
+        self.flood = flood_control  # Telegram-like 429s past the limits (standin/limits.py)
         self.host = host
         self.port = port
         self.bot_user: dict[str, Any] = {
@@ -385,6 +388,10 @@ class BotAPIStandIn:
                 )
             )
             self._maybe_fail(name.lower())
+            if self.flood is not None:
+                refusal = self.flood.check(name, params.values)
+                if refusal is not None:
+                    raise refusal
             result = await handler(params)
         except ApiError as err:
             return web.json_response(err.body(), status=err.code)
