@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiolimiter import AsyncLimiter
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter, BaseUpdateProcessor
+from telegram.warnings import PTBDeprecationWarning
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,7 @@ class PerChatRateLimiter(BaseRateLimiter[int]):
                 except RetryAfter as exc:
                     if attempt >= max_retries:
                         raise
-                    wait = exc.retry_after
-                    seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else wait
+                    seconds = _seconds(exc)
                     until = time.monotonic() + float(seconds) + RETRY_MARGIN_S
                     if chat is not None:
                         chat.paused_until = max(chat.paused_until, until)
@@ -137,6 +138,14 @@ class PerChatRateLimiter(BaseRateLimiter[int]):
                         self._paused_until = max(self._paused_until, until)
                     log.info("flood control (%s): retrying in %.1f s", endpoint, float(seconds))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _seconds(exc: RetryAfter) -> float:
+    """retry_after in seconds (PTB 22 warns that it becomes a timedelta: accept both)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        wait = exc.retry_after
+    return float(wait.total_seconds() if hasattr(wait, "total_seconds") else wait)
 
 
 def update_chat_key(update: object) -> object:
