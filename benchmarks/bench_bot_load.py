@@ -145,9 +145,23 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 @contextlib.asynccontextmanager
 async def bot_process(
-    standin: BotAPIStandIn, python: str, cwd: Path, redis_url: str | None, log_path: Path
+    standin: BotAPIStandIn,
+    python: str,
+    cwd: Path,
+    redis_url: str | None,
+    log_path: Path,
+    cpu: dict[str, float],
 ):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HBSCREEN_", "TELEGRAM_"))}
     env.pop("REDIS_URL", None)
@@ -186,8 +200,10 @@ async def bot_process(
                 raise RuntimeError(f"the bot did not start; see {log_path}")
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)  # the in-process worker loads its models
+        cpu["bot_start"] = sum(_cpu_s(proc.pid) for proc in procs)
         yield
     finally:
+        cpu["bot_end"] = sum(_cpu_s(proc.pid) for proc in procs)
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -204,7 +220,10 @@ async def run(args: argparse.Namespace) -> dict:
     async with BotAPIStandIn(flood_control=flood) as standin:
         _mark_refusals(standin)
         log_path = Path(tempfile.gettempdir()) / f"bench_bot_load.{os.getpid()}.log"
-        async with bot_process(standin, args.bot_python, Path(args.bot_cwd), args.redis, log_path):
+        cpu: dict[str, float] = {}
+        bot = bot_process(standin, args.bot_python, Path(args.bot_cwd), args.redis, log_path, cpu)
+        async with bot:
+            self_cpu0 = time.process_time()
             rng = random.Random(args.seed)
             people = [
                 Person(i, standin.user(10_000 + i, language_code="en"), GROUP_PLANS[i % 3])
@@ -228,6 +247,7 @@ async def run(args: argparse.Namespace) -> dict:
             await asyncio.gather(*tasks)
             wall = time.monotonic() - t_start
             await asyncio.sleep(1.0)
+            self_cpu = time.process_time() - self_cpu0
     served = [p for p in people if p.error is None and p.photo_to_result is not None]
     lost = [p for p in people if p not in served]
     steps = [s for p in served for s in p.steps]
@@ -250,6 +270,8 @@ async def run(args: argparse.Namespace) -> dict:
         "refused_overall": flood.refused_overall if flood else 0,
         "refused_chat": flood.refused_chat if flood else 0,
         "wall_s": wall,
+        "bot_cpu_s": cpu.get("bot_end", float("nan")) - cpu.get("bot_start", float("nan")),
+        "bench_cpu_s": self_cpu,
         "log": str(log_path),
     }
 
@@ -296,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  step latency p50 {out['step_p50']:.2f} s, p95 {out['step_p95']:.2f} s\n"
         f"  photo -> result p50 {out['result_p50']:.2f} s, p95 {out['result_p95']:.2f} s\n"
         f"  stand-in 429s: {out['refused_overall']} over the bot limit, "
-        f"{out['refused_chat']} over a chat limit; wall {out['wall_s']:.0f} s; bot log {out['log']}"
+        f"{out['refused_chat']} over a chat limit; wall {out['wall_s']:.0f} s\n"
+        f"  CPU: bot process(es) {out['bot_cpu_s']:.1f} s, stand-in + simulated people "
+        f"{out['bench_cpu_s']:.1f} s (load average {os.getloadavg()[0]:.1f}); log {out['log']}"
     )
     return 0 if out["lost"] == 0 else 1
 

@@ -103,7 +103,8 @@ def question(person: Person, consent_version: str) -> tuple[int, str, InlineKeyb
                 "Does this person agree to the screening? "
                 "For a child, a parent or carer must agree.",
             )
-        text = f"{ask}\n{t(lang, 'If yes, choose their group.')}"
+        then = t(lang, "If yes, choose their group.")
+        text = f"{ask}\n{then}"
         if p["who"] == "patient":
             return GROUP, text, keyboards.group_flat(lang, refuse=True)
         return GROUP, text, keyboards.group(lang, refuse=True)
