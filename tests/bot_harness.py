@@ -146,14 +146,28 @@ GROUP_TAPS = {
 }
 
 
-async def choose_group(user: SimulatedUser, group: str, *, danger: bool = False) -> ChatMessage:
-    """Answer the group and danger questions; returns the photo guide message."""
-    for data in GROUP_TAPS[group]:
+async def choose_group(
+    user: SimulatedUser, group: str, *, danger: bool = False, flat: bool = False
+) -> ChatMessage:
+    """Answer the group and danger questions on the card; returns the photo guide (sent the
+    first time only: call this for a person's first screening). `flat`: the health worker's
+    one-tap group keyboard."""
+    for data in [f"grp:{group}"] if flat else GROUP_TAPS[group]:
         await tap(user, data)
     await tap(user, "danger:yes" if danger else "danger:no")
     if danger:  # the urgent referral comes first; the photo only if still wanted
         await tap(user, "danger:photo")
     return await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
+
+
+def shown(user: SimulatedUser) -> list[str]:
+    """Everything the bot showed in this chat, in order: each message, and each edit of a
+    card, as it read at the time (a card edited in place keeps only its last text)."""
+    return [
+        e.snapshot.content
+        for e in user.events
+        if e.kind in ("message", "edit") and e.snapshot is not None and e.snapshot.from_bot
+    ]
 
 
 async def self_screening_until_photo(
@@ -168,7 +182,5 @@ async def self_screening_until_photo(
     """/start -> language -> consent -> who -> group -> danger -> the photo guide."""
     await user.send_command("/start", campaign)
     await agree(user, lang)
-    await tap(user, f"who:{who}")
-    if who == "other":
-        await tap(user, "pc:yes")
+    await tap(user, f"who:{who}")  # for someone else, choosing the group says they agreed
     return await choose_group(user, group, danger=danger)

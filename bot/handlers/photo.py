@@ -119,6 +119,10 @@ def rate_limit_for(settings: Settings, person: Person) -> int:
 
 
 SLOW_REPLY_S = 1.0  # a chat action ("sending a photo...") only when the result is slower
+# "Other photos are waiting before yours" only when the wait is long: a worker screens a photo
+# in tens of milliseconds, so a few photos ahead cost less than the message (the chat action
+# covers a wait of over a second).
+BUSY_DEPTH = 20
 
 
 async def slow_reply(context: BotContext) -> None:
@@ -137,7 +141,7 @@ async def submit(update: Update, context: BotContext, person: Person, data: byte
     p, lang = person.profile, person.lang
     depth = await svc.queue.depth()
     status = None
-    if depth >= 3:
+    if depth >= BUSY_DEPTH:
         text = t(lang, "Photo received. Other photos are waiting before yours. Please wait.")
         status = await update.effective_message.reply_text(text, do_quote=True)
     ticket = secrets.token_urlsafe(12)
