@@ -168,7 +168,12 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         super().__init__(max_concurrent_updates)
         self._locks: dict[object, tuple[asyncio.Lock, int]] = {}
 
-    async def process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+    # PTB marks process_update final; it is overridden on purpose: the base takes the slot
+    # first, and then one chat flooding the bot with updates would hold every slot while its
+    # updates wait for the chat's lock, blocking all other chats.
+    async def process_update(  # type: ignore[misc]
+        self, update: object, coroutine: Awaitable[Any]
+    ) -> None:
         key = update_chat_key(update)
         if key is None:
             async with self._semaphore:

@@ -130,7 +130,11 @@ async def test_cancel_while_processing_delivers_nothing(standin, redis_url, mode
         await user.send_photo(photo)
         # No status message for a short queue; one comes when the job takes long.
         await user.wait_for_text(t("en", "Still checking. Please wait a little more."), 10)
-        assert "upload_photo" in user.chat_actions  # after a second without a result
+        for _ in range(100):  # and a chat action after a second without a result
+            if "upload_photo" in user.chat_actions:
+                break
+            await asyncio.sleep(0.05)
+        assert "upload_photo" in user.chat_actions
         for _ in range(100):  # no worker yet: the job waits in the queue
             if await bot["queue"].depth() == 1:
                 break

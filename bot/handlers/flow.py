@@ -170,8 +170,10 @@ async def send_photo_guide(update: Update, lang: str) -> None:
     await _send(update, text)
 
 
-async def _answer(query: CallbackQuery, toast: str | None = None) -> None:
+async def _answer(query: CallbackQuery | None, toast: str | None = None) -> None:
     """Acknowledge the tap (best effort); a toast says what to do next without a message."""
+    if query is None:
+        return
     with contextlib.suppress(TelegramError):
         await query.answer(toast[:200] if toast else None)
 
