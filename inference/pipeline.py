@@ -107,6 +107,22 @@ class Pipeline:
         path: str | None = None,
     ) -> tuple[ScreeningResult, bytes | None]:
         """Screen one upload. Refusals come back as a result with `error`, never raise."""
+        result, jpeg, _ = self.screen_with_mask(
+            data, group, cutout=cutout, danger_signs=danger_signs, path=path
+        )
+        return result, jpeg
+
+    def screen_with_mask(
+        self,
+        data: bytes,
+        group: str,
+        *,
+        cutout: bool = False,
+        danger_signs: bool = False,
+        path: str | None = None,
+    ) -> tuple[ScreeningResult, bytes | None, np.ndarray | None]:
+        """`screen`, plus the conjunctiva mask it used (float HxW in [0, 1] at the decoded
+        working resolution; None when the photo could not be decoded), for `--masks`."""
         advice.cutoffs_for(group)  # unknown group is a programming error: raise early
         base = {
             "path": path,
@@ -117,13 +133,16 @@ class Pipeline:
             "model_versions": self.model_versions,
         }
         timings: dict[str, float] = {}
+        used: dict[str, np.ndarray] = {}
         try:
-            return self._screen(data, group, cutout, danger_signs, base, timings)
+            result, jpeg = self._screen(data, group, cutout, danger_signs, base, timings, used)
+            return result, jpeg, used.get("mask")
         except ScreeningError as e:
-            return self._refused(base, timings, e.code.value, e.message), None
+            return self._refused(base, timings, e.code.value, e.message), None, used.get("mask")
         except Exception as e:  # a model crash must still give the person an answer
             msg = f"the models failed on this image ({type(e).__name__})"
-            return self._refused(base, timings, ErrorCode.MODEL_FAILED.value, msg), None
+            refused = self._refused(base, timings, ErrorCode.MODEL_FAILED.value, msg)
+            return refused, None, used.get("mask")
 
     @staticmethod
     def _refused(base: dict, timings: dict, code: str, message: str) -> ScreeningResult:
@@ -143,6 +162,7 @@ class Pipeline:
         danger_signs: bool,
         base: dict,
         timings: dict[str, float],
+        used: dict[str, np.ndarray],
     ) -> tuple[ScreeningResult, bytes | None]:
         t = time.perf_counter()
 
@@ -165,6 +185,7 @@ class Pipeline:
             lap("decode")
             mask = self.segment(img.rgb)
             lap("segmentation")
+        used["mask"] = mask
         q = quality.assess(img.rgb, mask, cutout=cutout)
         lap("quality")
         # Cut-outs are research inputs: report their quality but always estimate.
