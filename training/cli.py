@@ -22,6 +22,15 @@ def default_data() -> Path:
     return Path(env) if env else (REPO_ROOT.parent / "shared" / "data" / "cp-anemic")
 
 
+def default_photos() -> Path | None:
+    """HBSCREEN_PHOTOS, else ../shared/data/eyes-defy-anemia when it exists."""
+    env = os.environ.get("HBSCREEN_PHOTOS")
+    if env:
+        return Path(env)
+    shared = REPO_ROOT.parent / "shared" / "data" / "eyes-defy-anemia"
+    return shared if shared.is_dir() else None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -48,6 +57,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="output folder")
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     p.add_argument("--skip-segmentation", action="store_true", help="train the Hb regressor only")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        default=default_photos(),
+        help="real eye photos with expert masks for the segmentation (Eyes-defy-anemia layout; "
+        "default: ../shared/data/eyes-defy-anemia when present; 'none' for renderings only)",
+    )
     p.set_defaults(func=run_train)
 
 
@@ -97,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             quick=args.quick,
             skip_segmentation=args.skip_segmentation,
+            photos=None if str(args.photos).lower() == "none" else args.photos,
         )
     except DatasetError as e:
         print(f"hbscreen train: {e}", file=sys.stderr)

@@ -66,9 +66,7 @@ def _photometric(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return out
 
 
-def augment(
-    rng: np.random.Generator, photo: RealPhoto, size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def augment(rng: np.random.Generator, photo: RealPhoto, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One re-framed, re-lit draw of `photo` at size x size: (RGB uint8, mask uint8 0-255)."""
     m0 = photo.masks[0] > 0.5
     ys, xs = np.nonzero(m0)
@@ -79,8 +77,8 @@ def augment(
     area = m0.sum() / fill
     win_w = math.sqrt(area / aspect)
     win_h = win_w * aspect
-    # keep the conjunctiva's extent in view: a window narrower than it would cut the lid
-    span_x = (xs.max() - xs.min()) * 1.05
+    # keep (nearly) all of the conjunctiva in view; close-ups may cut its corners a little
+    span_x = (xs.max() - xs.min()) * rng.uniform(0.8, 1.05)
     if win_w < span_x:
         win_w, win_h = span_x, span_x * aspect
     theta = rng.uniform(-30, 30)

@@ -59,6 +59,15 @@ RENDERINGS = 800
 FINETUNE_LR = 1e-3
 # the renderings-only model (1.0.0) that fine-tuning on real photos starts from
 INIT_RENDERINGS = Path(__file__).with_name("init") / "segmentation-renderings-1.0.0.onnx"
+# The shipped recipe when real photos are available (`hbscreen train`, `--cv`): sized to
+# ~10 min per run on one shared core; see the card for the evidence.
+REAL_RECIPE: dict[str, Any] = {
+    "steps": 600,
+    "size": 192,
+    "batch": 12,
+    "real_per_batch": 9,
+    "init": INIT_RENDERINGS,
+}
 DATA_LICENCE = (
     "CC BY 4.0 data (CP-AnemiC, Mendeley Data doi:10.17632/m53vz6b7fx.1; the authors ask for "
     "academic reuse with citation). Model weights trained on renderings built from its "
@@ -195,7 +204,35 @@ def render_set(
     progress: bool = False,
     desc: str = "render",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Render n photos (in `workers` processes; results do not depend on the worker count)."""
+    """Render n photos (in `workers` processes; results do not depend on the worker count).
+
+    With HBSCREEN_RENDER_CACHE set to a folder, a set already rendered from the same cut-outs
+    and arguments is read back from there (cross-validation folds share their renderings).
+    """
+    import hashlib
+    import os
+    import pickle
+
+    cache_dir = os.environ.get("HBSCREEN_RENDER_CACHE")
+    cache_file = None
+    if cache_dir:
+        key = (n, seed, stream, size if train else None, train, _EYE_SCALES)  # eval: photo size
+        h = hashlib.sha256(repr(key).encode())
+        for c in cutouts:
+            h.update(hashlib.sha256(np.ascontiguousarray(c).tobytes()).digest())
+        cache_file = Path(cache_dir) / f"render-{h.hexdigest()[:20]}.pkl"
+        if cache_file.is_file():
+            return pickle.loads(cache_file.read_bytes())
+    out = _render_set(cutouts, n, seed, stream, size, train, workers, progress, desc)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(cache_file)
+    return out
+
+
+def _render_set(cutouts, n, seed, stream, size, train, workers, progress, desc):
     from tqdm import tqdm
 
     jobs = [(seed, stream, i, size, train) for i in range(n)]
@@ -480,6 +517,8 @@ def train_segmentation(
     batch: int = BATCH,
     quantise: bool = True,
     keep_fp32: bool = False,
+    cv_summary: dict[str, Any] | None = None,
+    commands: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train on real annotated photos (`photos`, re-framed and re-lit each draw) together with
     renderings of CP-AnemiC cut-outs; export segmentation.onnx + segmentation.json into out_dir.
@@ -583,15 +622,12 @@ def train_segmentation(
     bar = tqdm(range(steps), desc="train segmentation", disable=not progress)
     ema = None
     for _ in bar:
-        idx = rng.integers(0, len(train_set), batch - real_per_batch)
-        x, y = _batch(train_set, idx, pre, rng)
-        if real_per_batch:
-            draws = [
-                augment(aug_rng, pool[int(aug_rng.integers(len(pool)))], size)
-                for _ in range(real_per_batch)
-            ]
-            xr, yr = _batch(draws, range(len(draws)), pre, rng)
-            x, y = torch.cat([x, xr]), torch.cat([y, yr])
+        samples = [train_set[i] for i in rng.integers(0, len(train_set), batch - real_per_batch)]
+        samples += [
+            augment(aug_rng, pool[int(aug_rng.integers(len(pool)))], size)
+            for _ in range(real_per_batch)
+        ]
+        x, y = _batch(samples, range(len(samples)), pre, rng)
         x = x.contiguous(memory_format=torch.channels_last)
         loss = _loss(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -672,6 +708,10 @@ def train_segmentation(
         result["held_out_real_photos"] = summarise_photos(served)
         result["held_out_real_photos_fp32"] = summarise_photos(photos_fp32)
         result["held_out_real_photos_records"] = served
+    if cv_summary:  # the patient-grouped CV that validates this recipe (train_with_cv)
+        result.update(cv_summary)
+    if commands:
+        result["commands"] = commands
     result["wall_time_s"] = {
         "render": round(t_render, 1),
         "train": round(t_train, 1),
@@ -721,6 +761,8 @@ def train_segmentation(
     (out_dir / f"{MODEL_NAME}.json").write_text(
         json.dumps(card.model_dump(mode="json"), indent=2) + "\n", "utf-8"
     )
+    if holdout_patients:  # a CV fold: keep its per-photo records for train_with_cv
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     return result
 
 
@@ -731,8 +773,7 @@ def cross_validation_summary(fold_results: list[dict[str, Any]]) -> dict[str, An
         {
             "fold": k,
             **{
-                key: f["held_out_real_photos"][key]
-                for key in ("iou_mean", "dice_mean", "n_photos")
+                key: f["held_out_real_photos"][key] for key in ("iou_mean", "dice_mean", "n_photos")
             },
             "iou_mean_fp32": f["held_out_real_photos_fp32"]["iou_mean"],
             "weights": f["weights"],
@@ -762,6 +803,42 @@ def cross_validation_summary(fold_results: list[dict[str, Any]]) -> dict[str, An
     }
 
 
+def train_with_cv(
+    data_root: Path | None,
+    out_dir: Path,
+    *,
+    photos: Path,
+    seed: int = 0,
+    folds_dir: Path | None = None,
+    progress: bool = True,
+    **kw: Any,
+) -> dict[str, Any]:
+    """The shipped recipe end to end: 5-fold CV by patient on the real photos (each fold a
+    full training run with its patients held out), then the final model on every photo, whose
+    card carries the CV figures. Fold results already in `folds_dir` (fold<k>/result.json from
+    `--fold k` runs, e.g. run in parallel) are reused instead of retrained."""
+    folds_dir = Path(folds_dir) if folds_dir else Path(out_dir) / "cv"
+    patients = [p for p, _ in load_real_photos(Path(photos))]
+    results = []
+    for k, held in enumerate(cv_folds(patients, CV_FOLDS, seed)):
+        done = folds_dir / f"fold{k}" / "result.json"
+        if not done.is_file():
+            train_segmentation(
+                data_root,
+                done.parent,
+                seed=seed,
+                photos=photos,
+                holdout_patients=held,
+                progress=progress,
+                **kw,
+            )
+        results.append(json.loads(done.read_text("utf-8")))
+    summary = cross_validation_summary(results)
+    return train_segmentation(
+        data_root, out_dir, seed=seed, photos=photos, progress=progress, cv_summary=summary, **kw
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="CP-AnemiC folder (as distributed)")
@@ -777,6 +854,8 @@ def main(argv: list[str] | None = None) -> int:
         "model; 'none': random init)",
     )
     ap.add_argument("--real-per-batch", type=int, default=None)
+    ap.add_argument("--size", type=int, default=256, help="square input size (px)")
+    ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -785,6 +864,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-quantise", action="store_true")
     ap.add_argument("--keep-fp32", action="store_true", help="also keep segmentation.fp32.onnx")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--cv",
+        action="store_true",
+        help=f"{CV_FOLDS}-fold CV by patient, then the final model with the CV in its card",
+    )
+    ap.add_argument("--folds-dir", type=Path, help="with --cv: reuse fold<k>/result.json here")
     ap.add_argument(
         "--summarise",
         nargs="+",
@@ -806,23 +891,27 @@ def main(argv: list[str] | None = None) -> int:
         patients = [p for p, _ in load_real_photos(a.photos)]
         holdout = cv_folds(patients, CV_FOLDS, a.seed)[a.fold]
     init = {"renderings": INIT_RENDERINGS, "none": None}.get(a.init, a.init)
-    res = train_segmentation(
+    if a.cv and (a.photos is None or a.fold is not None):
+        ap.error("--cv needs --photos and no --fold")
+    kw: dict[str, Any] = {"folds_dir": a.folds_dir} if a.cv else {"holdout_patients": holdout}
+    res = (train_with_cv if a.cv else train_segmentation)(
         a.data,
         a.out,
         seed=a.seed,
         steps=a.steps,
         progress=not a.quiet,
         photos=a.photos,
-        holdout_patients=holdout,
+        **kw,
         init=Path(init) if init else None,
         real_per_batch=a.real_per_batch,
         lr=a.lr,
+        size=a.size,
+        batch=a.batch,
         threads=a.threads,
         workers=a.workers,
         quantise=not a.no_quantise,
         keep_fp32=a.keep_fp32,
     )
-    (Path(a.out) / "result.json").write_text(json.dumps(res, indent=2) + "\n", "utf-8")
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("_records")}, indent=2))
     return 0
 

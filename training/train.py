@@ -165,19 +165,27 @@ def train_all(
     seed: int = 0,
     quick: bool = False,
     skip_segmentation: bool = False,
+    photos: Path | None = None,
 ) -> dict[str, Any]:
-    """Both models into out_dir (segmentation first, then the regressor)."""
+    """Both models into out_dir (segmentation first, then the regressor). With `photos` (real
+    annotated eye photos) the segmentation is validated by CV by patient, then trained on all."""
     t0 = time.perf_counter()
     result: dict[str, Any] = {}
     if not skip_segmentation:
-        from .segmentation import train_segmentation
+        from .segmentation import REAL_RECIPE, train_segmentation, train_with_cv
 
         steps = 20 if quick else None
         kw: dict[str, Any] = {"n_train": 16, "n_eval": 8} if quick else {}
         t = time.perf_counter()
-        result["segmentation"] = train_segmentation(
-            data_root, out_dir, seed=seed, steps=steps, progress=True, **kw
-        )
+        if photos is not None:
+            recipe = {**REAL_RECIPE, **({"steps": steps} if quick else {})}
+            result["segmentation"] = train_with_cv(
+                data_root, out_dir, photos=photos, seed=seed, progress=True, **recipe, **kw
+            )
+        else:
+            result["segmentation"] = train_segmentation(
+                data_root, out_dir, seed=seed, steps=steps, progress=True, **kw
+            )
         result["segmentation_wall_s"] = round(time.perf_counter() - t, 1)
     result["regression"] = train_regression(data_root, out_dir, seed=seed, quick=quick)
     result["total_wall_s"] = round(time.perf_counter() - t0, 1)
