@@ -164,17 +164,9 @@ def write_model_card_md(
         *_limits(cv, op, report),
     ]
     if seg:
-        sm = seg.get("metrics", {}).get("held_out_renderings", {})
-        lines += [
-            "",
-            "## Segmentation",
-            "",
-            f"{seg.get('architecture', '')}. Trained on renderings of eye-region photos with",
-            "real CP-AnemiC cut-outs placed in them (training/render.py); "
-            f"held-out metrics: {json.dumps(sm)}.",
-            f"Split: {seg.get('metrics', {}).get('split', '')}.",
-            "Validated on renderings only: no real full-eye photos with masks were available.",
-        ]
+        from .segmentation import card_section_md
+
+        lines += ["", *card_section_md(seg)]
     lines += [
         "",
         "## Licence and citation",

@@ -839,6 +839,21 @@ def train_with_cv(
     )
 
 
+def attach_cv(out_dir: Path, folds_dir: Path, extra: dict[str, Any] | None = None) -> dict:
+    """Put the CV summary of fold<k>/result.json in folds_dir into out_dir's card (the same
+    card train_with_cv writes, for a final model trained in parallel with the last fold)."""
+    card_path = Path(out_dir) / f"{MODEL_NAME}.json"
+    card = json.loads(card_path.read_text("utf-8"))
+    folds = [
+        json.loads((Path(folds_dir) / f"fold{k}" / "result.json").read_text("utf-8"))
+        for k in range(CV_FOLDS)
+    ]
+    card["metrics"].update(cross_validation_summary(folds))
+    card["metrics"].update(extra or {})
+    card_path.write_text(json.dumps(card, indent=2) + "\n", "utf-8")
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="CP-AnemiC folder (as distributed)")
@@ -871,6 +886,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--folds-dir", type=Path, help="with --cv: reuse fold<k>/result.json here")
     ap.add_argument(
+        "--attach-cv",
+        type=Path,
+        metavar="FOLDS_DIR",
+        help="put the CV of FOLDS_DIR/fold<k>/result.json into OUT's card (no training)",
+    )
+    ap.add_argument(
         "--summarise",
         nargs="+",
         type=Path,
@@ -881,6 +902,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.summarise:
         folds = [json.loads(p.read_text("utf-8")) for p in a.summarise]
         print(json.dumps(cross_validation_summary(folds), indent=2))
+        return 0
+    if a.attach_cv:
+        attach_cv(a.out, a.attach_cv)
         return 0
     if a.data is None and a.photos is None:
         ap.error("give --data (CP-AnemiC) and/or --photos")
@@ -921,3 +945,97 @@ if __name__ == "__main__":
 
 
 __all__ = ["build_model", "load_cutouts", "split_by_group", "train_segmentation"]
+
+
+def card_section_md(seg: dict[str, Any]) -> list[str]:
+    """The '## Segmentation' section of MODEL_CARD.md from segmentation.json (also used by
+    training/model_card_md.py, so the regressor's card writer keeps it)."""
+    m = seg.get("metrics", {})
+    td = seg.get("training_data", {})
+    rend = m.get("held_out_renderings", {})
+    size = seg.get("preprocessing", {}).get("size", ["?"])[0]
+    lines = [
+        "## Segmentation",
+        "",
+        f"{seg.get('architecture', '')}; input {size}x{size} px (the photo squashed, as served), "
+        f"weights {seg.get('weights', '?')} ({m.get('quantisation', '')}).",
+    ]
+    cv = m.get("real_photos_cv")
+    if td.get("real_annotated_photos"):
+        lines += [
+            f"Trained on {td['real_annotated_photos']} real eye photos with expert masks "
+            f"({td.get('real_photos_source', '')}) and {td.get('train_renderings')} renderings of "
+            "CP-AnemiC cut-outs (training/render.py: usual framing, close-ups, farther away); "
+            f"{td.get('real_per_batch')} real draws of {td.get('batch')} per batch, "
+            f"{td.get('steps')} steps from {td.get('init')}.",
+        ]
+    else:
+        lines += ["Trained on renderings only (training/render.py)."]
+    if cv:
+        lines += [
+            "",
+            f"### Real photos: {cv['split']}",
+            "",
+            "| fold | photos | IoU | Dice | IoU fp32 |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {f['fold']} | {f['n_photos']} | {f['iou_mean']:.3f} | {f['dice_mean']:.3f} "
+                f"| {f['iou_mean_fp32']:.3f} |"
+                for f in cv["folds"]
+            ],
+            f"| **all** | {cv['n_photos']} | **{cv['iou_mean']:.3f}** | **{cv['dice_mean']:.3f}** "
+            f"| |",
+            "",
+            f"Mean of fold means: IoU {cv['iou_mean_of_folds']:.3f} "
+            f"(SD {cv['iou_sd_of_folds']:.3f}), "
+            f"Dice {cv['dice_mean_of_folds']:.3f}; median IoU {cv['iou_median']:.3f}; "
+            f"share with IoU >= 0.7: {cv['share_iou_ge_0.7']:.2f}.",
+            "",
+            "By the conjunctiva's share of the frame (terciles of the held-out photos):",
+            "",
+            "| tercile | share of frame | photos | IoU | Dice |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {k} | {t['fill_range'][0]:.3f}-{t['fill_range'][1]:.3f} | {t['n_photos']} "
+                f"| {t['iou_mean']:.3f} | {t['dice_mean']:.3f} |"
+                for k, t in cv["by_conjunctiva_share_of_frame"].items()
+            ],
+        ]
+        prev = m.get("previous_model_on_real_photos")
+        if prev:
+            lines += ["", f"For comparison, {prev}."]
+    lines += [
+        "",
+        f"Held-out renderings (final model): IoU {rend.get('iou_mean', float('nan')):.3f}, "
+        f"Dice {rend.get('dice_mean', float('nan')):.3f} on {rend.get('n_photos')} renderings. "
+        f"Split: {m.get('split', '')}.",
+    ]
+    if m.get("held_out_renderings_cv"):
+        r = m["held_out_renderings_cv"]
+        lines += [f"Same renderings, mean over the CV folds' models: IoU {r['iou_mean']:.3f}."]
+    if m.get("commands"):
+        lines += ["", "Commands:", "", *[f"    {c}" for c in m["commands"]]]
+    lines += ["", f"Limits: {seg.get('limits', '')}", ""]
+    if td.get("real_annotated_photos"):
+        lines += [
+            "Segmentation data licence and citation: " + EYES_DEFY_LICENCE,
+            "",
+            *[f"- {c}" for c in EYES_DEFY_CITATIONS],
+            "",
+        ]
+    return lines
+
+
+def update_model_card_md(md_path: Path, seg_json: Path) -> None:
+    """Replace the '## Segmentation' section of an existing MODEL_CARD.md in place."""
+    text = Path(md_path).read_text("utf-8")
+    seg = json.loads(Path(seg_json).read_text("utf-8"))
+    head, sep, rest = text.partition("## Segmentation\n")
+    if not sep:
+        head, sep, rest = text.partition("## Licence and citation\n")
+        rest = sep + rest
+    else:
+        _, sep2, tail = rest.partition("\n## ")
+        rest = ("## " + tail) if sep2 else ""
+    new = head.rstrip("\n") + "\n\n" + "\n".join(card_section_md(seg)) + "\n" + rest
+    Path(md_path).write_text(new, "utf-8")
