@@ -11,9 +11,9 @@ import signal
 
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults
+from telegram.ext import AIORateLimiter, ApplicationBuilder, Defaults
 
-from hbscreen.inference.queue.base import JobQueue
+from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings, get_settings
 
 from .conversation import register_handlers
@@ -21,13 +21,10 @@ from .delivery import run_delivery
 from .handlers.flow import set_default_commands
 from .persistence import StorePersistence
 from .reminders import send_due_reminders
-from .services import SERVICES, Services, hash_secret
+from .services import CONTEXT_TYPES, BotApplication, Services, hash_secret
 from .storage import KeyRing, Store, make_store
 
 log = logging.getLogger(__name__)
-
-DELIVERY_TASK = "hbscreen_delivery_task"
-OWNS_STORE = "hbscreen_owns_store"
 
 
 def quiet_loggers() -> None:
@@ -39,7 +36,7 @@ def quiet_loggers() -> None:
 
 def build_application(
     settings: Settings, queue: JobQueue, *, store: Store | None = None
-) -> Application:
+) -> BotApplication:
     """The configured Application; the caller runs it (run_bot, or a test's serve_polling)."""
     quiet_loggers()
     if settings.telegram_bot_token is None:
@@ -55,21 +52,22 @@ def build_application(
         .rate_limiter(AIORateLimiter(max_retries=3))
         .persistence(StorePersistence(store))
         .defaults(Defaults(parse_mode=ParseMode.HTML))
+        .context_types(CONTEXT_TYPES)
         .post_init(_post_init)
         .post_stop(_post_stop)
         .post_shutdown(_post_shutdown)
         .build()
     )
-    application.bot_data[SERVICES] = Services(settings, queue, store, keyring)
-    application.bot_data[OWNS_STORE] = owns_store
+    application.bot_data.services = Services(settings, queue, store, keyring)
+    application.bot_data.owns_store = owns_store
     register_handlers(application, keyring)
     return application
 
 
-async def _post_init(application: Application) -> None:
-    svc: Services = application.bot_data[SERVICES]
+async def _post_init(application: BotApplication) -> None:
+    svc = application.bot_data.services
     await set_default_commands(application.bot, svc.settings.admin_ids)
-    application.bot_data[DELIVERY_TASK] = asyncio.create_task(
+    application.bot_data.delivery_task = asyncio.create_task(
         run_delivery(application), name="hbscreen-delivery"
     )
     if application.job_queue is not None:
@@ -81,24 +79,24 @@ async def _post_init(application: Application) -> None:
         )
 
 
-async def _post_stop(application: Application) -> None:
-    task: asyncio.Task | None = application.bot_data.pop(DELIVERY_TASK, None)
+async def _post_stop(application: BotApplication) -> None:
+    task, application.bot_data.delivery_task = application.bot_data.delivery_task, None
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
 
-async def _post_shutdown(application: Application) -> None:
+async def _post_shutdown(application: BotApplication) -> None:
     await _post_stop(application)
-    if application.bot_data.get(OWNS_STORE):
-        await application.bot_data[SERVICES].store.close()
+    if application.bot_data.owns_store:
+        await application.bot_data.services.store.close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM): polling without HBSCREEN_WEBHOOK_URL, a
     webhook with it; /healthz, /readyz and /metrics are served in both modes."""
-    from hbscreen.inference.queue.factory import make_queue
+    from hbscreen.compose import wire_submitter
 
     from .webhook import make_web_app
 
@@ -108,7 +106,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    queue = make_queue(settings.redis_url, submitter="bot", settings=settings)
+    wiring = wire_submitter(settings, submitter="bot")
+    queue = wiring.queue
     application = build_application(settings, queue)
     webhook = bool(settings.webhook_url)
     if webhook and settings.webhook_secret is None:
@@ -148,7 +147,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await _post_stop(application)
         await application.shutdown()
         await _post_shutdown(application)
-        await queue.close()
+        await wiring.close()
 
 
 def run_bot(settings: Settings | None = None) -> None:

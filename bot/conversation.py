@@ -12,10 +12,8 @@ import warnings
 
 from telegram import Update
 from telegram.ext import (
-    Application,
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     MessageHandler,
     TypeHandler,
     filters,
@@ -24,6 +22,7 @@ from telegram.warnings import PTBUserWarning
 
 from .handlers import commands, flow, misc, photo
 from .persistence import PersonConversationHandler
+from .services import BotApplication, BotContext
 from .storage import KeyRing
 
 CONVERSATION_NAME = "screening"
@@ -88,11 +87,11 @@ def build_conversation(keyring: KeyRing) -> PersonConversationHandler:
         )
 
 
-async def _flush(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def _flush(update: object, context: BotContext) -> None:
     await context.application.update_persistence()
 
 
-def register_handlers(application: Application, keyring: KeyRing) -> None:
+def register_handlers(application: BotApplication, keyring: KeyRing) -> None:
     application.add_handler(TypeHandler(Update, misc.count_update), group=-2)
     application.add_handler(
         MessageHandler(

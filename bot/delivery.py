@@ -14,21 +14,20 @@ import logging
 from datetime import datetime, timezone
 
 from telegram.error import Forbidden, TelegramError
-from telegram.ext import Application
 
-from hbscreen.inference.queue.base import JobOutcome
+from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
 from . import keyboards, messages, metrics
 from .i18n import t
-from .services import SERVICES, Services, now
+from .services import BotApplication, Services, now
 
 log = logging.getLogger(__name__)
 
 
-async def run_delivery(application: Application) -> None:
+async def run_delivery(application: BotApplication) -> None:
     """Deliver outcomes until cancelled; one bad outcome never stops the loop."""
-    svc: Services = application.bot_data[SERVICES]
+    svc = application.bot_data.services
     while True:
         try:
             async for outcome in svc.queue.outcomes():
@@ -46,7 +45,7 @@ async def run_delivery(application: Application) -> None:
             await asyncio.sleep(1.0)
 
 
-async def deliver(application: Application, svc: Services, outcome: JobOutcome) -> bool:
+async def deliver(application: BotApplication, svc: Services, outcome: JobOutcome) -> bool:
     """Send one outcome to its chat; True if something was sent."""
     ticket = outcome.job.reply_to.get("ticket")
     if not ticket:

@@ -191,9 +191,12 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
     results: list[ScreeningResult] = []
 
     async def go() -> None:
-        from hbscreen.inference.queue.factory import make_queue
+        from .compose import wire_submitter
+        from .settings import get_settings
 
-        queue = make_queue(args.queue)
+        settings = get_settings().model_copy(update={"redis_url": args.queue})
+        wiring = wire_submitter(settings, submitter=None)  # a private results stream
+        queue = wiring.queue
         try:
             items = [(str(p), read_limited(p)) for p in inputs]
             async for path, outcome in screen_via_queue(
@@ -201,7 +204,7 @@ def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scre
             ):
                 results.append((path, outcome))
         finally:
-            await queue.close()
+            await wiring.close()
 
     asyncio.run(go())
     index = {str(p): i for i, p in enumerate(inputs)}

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     claim_idle_s: float = 30.0  # a job untouched this long belongs to a dead worker: reclaim it
     heartbeat_s: float = 5.0  # worker heartbeat period (key TTL: 3 periods)
     shutdown_grace_s: float = 20.0  # on SIGTERM, finish jobs in hand this long, then hand back
+    results_ttl_s: int = 24 * 3600  # outcomes, delivery markers, dead letters expire after this
 
     # Workers and models
     models_dir: Path | None = None  # default: the models shipped in inference/models

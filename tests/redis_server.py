@@ -1,7 +1,7 @@
 """A throwaway redis-server for tests: free port, tmp dir, AOF on, restartable.
 
 Also the processing stand-ins that queue tests run in worker subprocesses
-(`python -m hbscreen.inference.worker --process tests.redis_server:slow_process`).
+(`hbscreen worker --process tests.redis_server:slow_process`, a hidden test option).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hbscreen.inference.queue.base import Job
+from hbscreen.inference.queue.protocol import Job
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 REDIS_SERVER = shutil.which("redis-server")

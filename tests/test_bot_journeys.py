@@ -80,7 +80,7 @@ async def test_pregnant_woman_screens_herself(standin, redis_url, models_dir, ph
         await user.wait_for_text(
             t(lang, "OK. I will remind you in {weeks} weeks. Send /stop to cancel it.", weeks=4)
         )
-        h = bot["app"].bot_data["hbscreen_services"].keyring.person(user.chat_id)
+        h = bot["app"].bot_data.services.keyring.person(user.chat_id)
         profile = await bot["store"].get_profile(h)
         assert profile["reminder_due"] > 0 and profile["lang"] == lang
         assert profile["consent_version"] == settings.consent_policy_version
@@ -223,7 +223,7 @@ async def test_help_privacy_language_and_stop(standin, redis_url, lang):
                 "Send /start to use the bot again.",
             )[:6]
         )
-        h = bot["app"].bot_data["hbscreen_services"].keyring.person(user.chat_id)
+        h = bot["app"].bot_data.services.keyring.person(user.chat_id)
         assert (await bot["store"].get_profile(h))["lang"] == "ja"
 
 
@@ -231,7 +231,7 @@ async def test_help_privacy_language_and_stop(standin, redis_url, lang):
 async def test_reminder_is_sent_when_due_and_stop_cancels_it(standin, redis_url, lang):
     settings = bot_settings(standin, redis_url, reminder_check_s=0.2)
     async with running_bot(settings) as bot:
-        store, keyring = bot["store"], bot["app"].bot_data["hbscreen_services"].keyring
+        store, keyring = bot["store"], bot["app"].bot_data.services.keyring
         user = standin.user(107, language_code=lang)
         await self_screening_until_photo(user, lang, "woman")
         h = keyring.person(user.chat_id)

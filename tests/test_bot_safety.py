@@ -175,7 +175,7 @@ async def test_restart_in_the_middle_of_a_conversation(standin, redis_url, model
         await user.wait_idle(1.0)
         assert len([m for m in user.messages if result_message(m)]) == 1
         # The campaign from the deep link survived too.
-        h = bot["app"].bot_data["hbscreen_services"].keyring.person(user.chat_id)
+        h = bot["app"].bot_data.services.keyring.person(user.chat_id)
         assert (await bot["store"].get_profile(h))["campaign"] == "clinic-7"
         # Conversation state is keyed by the pseudonym, never by the chat id.
         r = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -219,7 +219,7 @@ async def test_delete_really_deletes(standin, redis_url, models_dir, photo, lang
         await press(user, "after:done")
         await tap(user, "remind:yes:4")
         await user.wait_idle(0.5)
-        h = bot["app"].bot_data["hbscreen_services"].keyring.person(chat_id)
+        h = bot["app"].bot_data.services.keyring.person(chat_id)
         before = await _everything_in_redis(redis_url)
         assert h in before  # the person's data is there, under the pseudonym only
         assert str(chat_id) not in before and "Zawadi" not in before

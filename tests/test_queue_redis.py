@@ -2,7 +2,7 @@
 
 The `redis_server` fixture (tests/redis_server.py, via conftest) gives each test its own
 server. Workers run either in-process (`serve` as a task) or as real subprocesses
-(`python -m hbscreen.inference.worker`) that the tests kill -9 or SIGTERM.
+(`hbscreen worker --process tests.redis_server:...`) that the tests kill -9 or SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from hbscreen.inference.metrics import WorkerMetrics
-from hbscreen.inference.queue.base import Job, JobOutcome, QueueBusy
-from hbscreen.inference.queue.redis_streams import RedisStreamsQueue
+from hbscreen.inference.queue.protocol import Job, JobOutcome, QueueBusy, QueueConfig
+from hbscreen.inference.queue.redis_streams import RedisJobSource, RedisSubmitter
 from hbscreen.inference.worker import serve
 from tests.redis_server import (
     RedisServer,
@@ -39,17 +39,20 @@ def job(**kw: object) -> Job:
     return Job(group=GROUP, reply_to={"chat": "k1"}, **kw)
 
 
-def make(server: RedisServer, name: str = "bot", **kw: object) -> RedisStreamsQueue:
+def config(**kw: object) -> QueueConfig:
     opts: dict[str, object] = {"claim_idle_s": 0.5, "heartbeat_s": 0.2}
-    opts |= kw
-    return RedisStreamsQueue(server.url, submitter=name, **opts)  # type: ignore[arg-type]
+    return QueueConfig(**(opts | kw))  # type: ignore[arg-type]
+
+
+def make(server: RedisServer, name: str = "bot", **kw: object) -> RedisSubmitter:
+    return RedisSubmitter(server.url, config(**kw), submitter=name)
 
 
 class Worker:
     """An in-process worker task with its own connection and metrics."""
 
     def __init__(self, server: RedisServer, process=noop_process, concurrency=1, **kw):
-        self.queue = make(server, "w", **kw)
+        self.queue = RedisJobSource(server.url, config(**kw))
         self.metrics = WorkerMetrics()
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(
@@ -75,7 +78,7 @@ class Worker:
         await self.queue.close()
 
 
-async def collect(q: RedisStreamsQueue, n: int, timeout: float) -> list[JobOutcome]:
+async def collect(q: RedisSubmitter, n: int, timeout: float) -> list[JobOutcome]:
     """Up to n outcomes within timeout, from one long-lived outcomes() iterator per queue
     (like the bot): an outcome is acknowledged when the next one is asked for."""
     out: list[JobOutcome] = []
@@ -101,7 +104,8 @@ def spawn_worker(server: RedisServer, process: str, **env: str) -> subprocess.Po
     cmd = [
         sys.executable,
         "-m",
-        "hbscreen.inference.worker",
+        "hbscreen.cli",
+        "worker",
         "--redis",
         server.url,
         "--process",
@@ -131,20 +135,21 @@ async def test_round_trip_cleans_up_and_bounds_every_key(redis_server: RedisServ
             assert o.heatmap_jpeg == b"\xff\xd8jpeg"
             assert o.job.reply_to == {"chat": "k1"} and o.job.tries == 1
         assert await q.depth() == 0
-        assert await q.r.keys("hbscreen:img:*") == []  # images gone as soon as jobs end
+        assert await q.r.keys("{hbscreen}:img:*") == []  # images gone as soon as jobs end
         for key in await q.r.keys("*"):
             ttl = await q.r.ttl(key)
             kind = (await q.r.type(key)).decode()
             # per-job keys expire; streams are trimmed and the results stream expires too
-            assert ttl > 0 or key in (b"hbscreen:jobs", b"hbscreen:deadlines"), (key, kind, ttl)
+            forever = (q.keys.jobs.encode(), q.keys.deadlines.encode())
+            assert ttl > 0 or key in forever, (key, kind, ttl)
         await wait_until(lambda: _counted(w, "hbscreen_jobs_done_total", 3), 5)
         await collect(q, 1, 0.2)  # asking for more acknowledges: outcomes leave Redis
         assert await q.r.xlen(q.results_key) == 0
-        assert await q.r.hkeys(f"hbscreen:job:{ids[0]}") and not await q.r.hexists(
-            f"hbscreen:job:{ids[0]}", "job"
+        assert await q.r.hkeys(q.keys.job(ids[0])) and not await q.r.hexists(
+            q.keys.job(ids[0]), "job"
         )  # only the final state is kept, briefly
-        beat = await q.workers()
-        assert beat and beat[0]["done"] >= 0
+        beats = await q.r.keys("{hbscreen}:worker:*")
+        assert beats and await q.r.ttl(beats[0]) > 0  # the worker's heartbeat
     finally:
         await w.close()
         await q.close()
@@ -180,7 +185,7 @@ async def test_cancel_of_a_queued_job_delivers_nothing(redis_server: RedisServer
     assert await q.cancel(gone) is True
     assert await q.cancel(gone) is False
     assert await q.depth() == 1
-    assert not await q.r.exists(f"hbscreen:img:{gone}")
+    assert not await q.r.exists(q.keys.image(gone))
     w = Worker(redis_server)
     try:
         outs = await collect(q, 2, 2.0)
@@ -261,7 +266,7 @@ async def test_crashing_image_is_dead_lettered_after_max_tries(
         assert w.count("hbscreen_jobs_failed_total") == 3
         assert w.count("hbscreen_jobs_retried_total") == 2
         assert w.count("hbscreen_jobs_dead_lettered_total") == 1
-        assert await q.depth() == 0 and not await q.r.exists(f"hbscreen:img:{jid}")
+        assert await q.depth() == 0 and not await q.r.exists(q.keys.image(jid))
     finally:
         await w.close()
         await q.close()
@@ -272,7 +277,7 @@ async def test_claim_delivery_is_true_once_across_processes(redis_server: RedisS
     try:
         results = await asyncio.gather(*[q.claim_delivery("j1") for q in (a, b, a, b)])
         assert sorted(results) == [False, False, False, True]
-        ttl = await a.r.ttl("hbscreen:sent:j1")
+        ttl = await a.r.ttl("{hbscreen}:sent:j1")
         assert ttl > 0
     finally:
         await a.close()
@@ -346,8 +351,8 @@ async def test_kill_9_mid_job_another_worker_finishes_it_exactly_once(
         await q.close()
 
 
-async def _begun(q: RedisStreamsQueue, jid: str) -> bool:
-    return int(await q.r.hget(f"hbscreen:job:{jid}", "tries") or 0) >= 1
+async def _begun(q: RedisSubmitter, jid: str) -> bool:
+    return int(await q.r.hget(q.keys.job(jid), "tries") or 0) >= 1
 
 
 async def test_a_slow_job_is_kept_alive_not_stolen(

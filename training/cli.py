@@ -10,16 +10,17 @@ import argparse
 import json
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = REPO_ROOT / "inference" / "models"
+# The shipped models: inside the installed package (inference/models in a clone).
+DEFAULT_MODELS = Path(str(resources.files("hbscreen.inference") / "models"))
 
 
 def default_data() -> Path:
-    """HBSCREEN_DATA, else ../shared/data/cp-anemic relative to the repository."""
+    """HBSCREEN_DATA, else ../shared/data/cp-anemic relative to the current folder."""
     env = os.environ.get("HBSCREEN_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data" / "cp-anemic")
+    return Path(env) if env else Path("..") / "shared" / "data" / "cp-anemic"
 
 
 def default_photos() -> Path | None:

@@ -26,7 +26,7 @@ from .regressor import renormalise
 
 VERSION = "1.0.0"
 VALIDATED_GROUPS = ["child-6-23m", "child-24-59m"]
-REPORT_METRICS = Path(__file__).resolve().parents[1] / "reports" / "metrics.json"
+REPORT_METRICS = Path("reports") / "metrics.json"  # where `hbscreen evaluate` writes by default
 
 
 def train_regression(

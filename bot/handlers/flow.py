@@ -14,11 +14,11 @@ from pathlib import Path
 
 from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes, ConversationHandler
+from telegram.ext import ConversationHandler
 
 from .. import keyboards, messages
 from ..i18n import LANGUAGES, commands_for, language_name, t
-from ..services import Person, clear, load_person, now, save, services
+from ..services import BotContext, Person, clear, load_person, now, save
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,11 @@ async def _send(update: Update, text: str, markup=None) -> None:
 
 
 async def advance(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, person: Person, *, short: bool = False
+    update: Update, context: BotContext, person: Person, *, short: bool = False
 ) -> int:
     """Ask for the first missing answer and return the state that waits for it."""
     p, lang = person.profile, person.lang
-    settings = services(context).settings
+    settings = context.services.settings
     if not p.get("lang"):
         await _send(update, t(lang, "Choose your language."), keyboards.languages())
         return LANG
@@ -131,7 +131,7 @@ async def _answer(query: CallbackQuery) -> None:
 # -- commands that (re)start the conversation -------------------------------------------------
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def start(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     fields: dict = {"mode": "self", "session_started": now()}
     if context.args and CAMPAIGN_RE.match(context.args[0]):
@@ -141,18 +141,18 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def worker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def worker(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     await enter_worker_mode(context, person)
     return await advance(update, context, person)
 
 
-async def enter_worker_mode(context: ContextTypes.DEFAULT_TYPE, person: Person) -> None:
+async def enter_worker_mode(context: BotContext, person: Person) -> None:
     await clear(context, person, *SUBJECT_FIELDS)
     await save(context, person, mode="worker", who="patient", session_started=now())
 
 
-async def language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def language(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     await _send(update, t(person.lang, "Choose your language."), keyboards.languages())
     return LANG
@@ -161,7 +161,7 @@ async def language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
 # -- answers (buttons) ------------------------------------------------------------------------
 
 
-async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_language(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     lang = query.data.split(":", 1)[1]
@@ -174,9 +174,9 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
     return await advance(update, context, person)
 
 
-async def set_chat_commands(context: ContextTypes.DEFAULT_TYPE, chat_id: int, lang: str) -> None:
+async def set_chat_commands(context: BotContext, chat_id: int, lang: str) -> None:
     """This chat's command menu in its chosen language."""
-    admin = chat_id in services(context).settings.admin_ids
+    admin = chat_id in context.services.settings.admin_ids
     commands = [BotCommand(c, d) for c, d in commands_for(lang, admin=admin)]
     try:
         await context.bot.set_my_commands(commands, scope=BotCommandScopeChat(chat_id))
@@ -184,16 +184,16 @@ async def set_chat_commands(context: ContextTypes.DEFAULT_TYPE, chat_id: int, la
         log.warning("could not set the chat's command menu: %s", type(e).__name__)
 
 
-async def on_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_consent(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
     lang = person.lang
     if query.data == "consent:yes":
-        version = services(context).settings.consent_policy_version
+        version = context.services.settings.consent_policy_version
         await save(context, person, consent_version=version, consent_at=now())
         return await advance(update, context, person)
-    await services(context).store.delete_person(person.h)
+    await context.services.store.delete_person(person.h)
     await _send(
         update,
         t(lang, "That is fine. Nothing about you is kept. Send /start if you change your mind."),
@@ -201,7 +201,7 @@ async def on_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
-async def on_who(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_who(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -214,7 +214,7 @@ async def on_who(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def on_patient_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_patient_consent(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -229,7 +229,7 @@ async def on_patient_consent(update: Update, context: ContextTypes.DEFAULT_TYPE)
     return END
 
 
-async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_group(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -256,7 +256,7 @@ async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def on_danger(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_danger(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -274,7 +274,7 @@ async def on_danger(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_after(update: Update, context: BotContext) -> int:
     """The buttons under a result: other eye, someone else / next patient, done."""
     query = update.callback_query
     await _answer(query)
@@ -292,7 +292,7 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             await clear(context, person, "who", *SUBJECT_FIELDS)
         return await advance(update, context, person)
     await _send(update, t(lang, "Thank you. Take care. Send /start for a new screening."))
-    settings = services(context).settings
+    settings = context.services.settings
     if not person.worker and not person.profile.get("reminder_due") and settings.reminder_weeks:
         await _send(
             update,
@@ -314,7 +314,7 @@ def looks_like_a_name(label: str) -> bool:
     return not any(ch.isdigit() for ch in label)
 
 
-async def on_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_label(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     lang = person.lang
     label = (update.effective_message.text or "").strip()
@@ -339,7 +339,7 @@ async def on_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def reprompt(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def reprompt(update: Update, context: BotContext) -> int:
     """Typed text or a photo where a button answer was expected: ask the question again."""
     person = await load_person(update, context)
     msg = update.effective_message
@@ -350,7 +350,7 @@ async def reprompt(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person, short=True)
 
 
-async def photo_expected(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def photo_expected(update: Update, context: BotContext) -> int:
     """Typed text while the bot waits for the photo."""
     person = await load_person(update, context)
     return await advance(update, context, person, short=True)

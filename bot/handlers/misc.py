@@ -7,16 +7,15 @@ import logging
 
 from telegram import Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
 from .. import metrics
 from ..i18n import t
-from ..services import load_person
+from ..services import BotContext, load_person
 
 log = logging.getLogger(__name__)
 
 
-async def in_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def in_group(update: Update, context: BotContext) -> None:
     """Health data does not belong in a group chat: point to a private chat."""
     user = update.effective_user
     from ..i18n import pick_language
@@ -28,42 +27,42 @@ async def in_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
-async def video(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def video(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_message.reply_text(
         t(person.lang, "Videos cannot be checked. Please send a photo.")
     )
 
 
-async def sticker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def sticker(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_message.reply_text(
         t(person.lang, "Nice sticker! To check for anaemia, please send a photo of the eyelid.")
     )
 
 
-async def voice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def voice(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_message.reply_text(
         t(person.lang, "I cannot listen to voice messages. Please use the buttons or type.")
     )
 
 
-async def other_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def other_document(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_message.reply_text(
         t(person.lang, "This file is not a photo. Please send a photo (JPG or PNG).")
     )
 
 
-async def other_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def other_message(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_message.reply_text(
         t(person.lang, "I cannot use this. Please send a photo or use the buttons.")
     )
 
 
-async def outside_conversation(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def outside_conversation(update: Update, context: BotContext) -> None:
     """Text or a photo when no screening is going on."""
     person = await load_person(update, context)
     await update.effective_message.reply_text(
@@ -71,7 +70,7 @@ async def outside_conversation(update: Update, context: ContextTypes.DEFAULT_TYP
     )
 
 
-async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def stale_button(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     with contextlib.suppress(TelegramError):
         await update.callback_query.answer(
@@ -79,11 +78,11 @@ async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         )
 
 
-async def count_update(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def count_update(update: object, context: BotContext) -> None:
     metrics.UPDATES.inc()
 
 
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_error(update: object, context: BotContext) -> None:
     """Log the error without the update (it holds chat content), and say sorry."""
     metrics.ERRORS.inc()
     err = context.error
@@ -106,7 +105,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             pass
 
 
-async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def unknown_command(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_message.reply_text(
         t(person.lang, "I do not know this command. Send /help to see what I can do.")

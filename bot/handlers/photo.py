@@ -15,13 +15,12 @@ from pathlib import PurePath
 from telegram import Document, PhotoSize, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
-from hbscreen.inference.queue.base import Job, QueueBusy
+from hbscreen.inference.queue.protocol import Job, QueueBusy
 
 from .. import metrics
 from ..i18n import t
-from ..services import MAX_UPLOAD_BYTES, Person, load_person, now, services
+from ..services import MAX_UPLOAD_BYTES, BotContext, Person, load_person, now
 from .flow import PHOTO, advance
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ def is_image_document(doc: Document) -> bool:
     return (not mime or mime == "application/octet-stream") and ext in IMAGE_EXTENSIONS
 
 
-async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_photo(update: Update, context: BotContext) -> int:
     """A photo or a document in the PHOTO state."""
     person = await load_person(update, context)
     p = person.profile
@@ -63,7 +62,7 @@ async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
         )
         return PHOTO
-    svc = services(context)
+    svc = context.services
     if not await svc.store.hit_rate(person.h, svc.settings.rate_limit_per_hour):
         metrics.PHOTOS.labels("rate_limited").inc()
         await msg.reply_text(
@@ -101,11 +100,9 @@ async def _chat_action(update: Update) -> None:
         await update.effective_chat.send_action(ChatAction.UPLOAD_PHOTO)
 
 
-async def submit(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, person: Person, data: bytes
-) -> None:
+async def submit(update: Update, context: BotContext, person: Person, data: bytes) -> None:
     """Queue one photo and leave a status message that delivery edits later."""
-    svc = services(context)
+    svc = context.services
     p, lang = person.profile, person.lang
     depth = await svc.queue.depth()
     if depth >= 3:
@@ -146,14 +143,14 @@ async def submit(
         )
 
 
-async def _edit(context: ContextTypes.DEFAULT_TYPE, chat_id: int, message_id: int, text: str):
+async def _edit(context: BotContext, chat_id: int, message_id: int, text: str):
     with contextlib.suppress(TelegramError):
         await context.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
 
 
-async def still_working(context: ContextTypes.DEFAULT_TYPE) -> None:
+async def still_working(context: BotContext) -> None:
     """Edit the status message while the job is still in flight."""
-    svc = services(context)
+    svc = context.services
     route = await svc.store.get_ticket(context.job.data)
     if not route:
         return

@@ -7,7 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-from .base import Job, JobOutcome, JobQueue, QueueBusy
+from .protocol import Job, JobOutcome, JobQueue, QueueBusy
 
 BUSY_BACKOFF_S = 0.2
 
