@@ -24,10 +24,8 @@ def test_masks_for_the_example_photo_match_its_conjunctiva(tmp_path, capsys):
     from hbscreen.training.render import render_example
 
     masks = tmp_path / "masks"
-    code = main(
-        ["screen", str(ROOT / "examples/eyelid.jpg"), "--json", "--no-heatmap"]
-        + ["--masks", str(masks), "--out", str(tmp_path / "out")]
-    )
+    args = ["screen", str(ROOT / "examples/eyelid.jpg"), "--json", "--no-heatmap"]
+    code = main([*args, "--masks", str(masks), "--out", str(tmp_path / "out")])
     assert code == 0
     (line,) = _lines(capsys)
     assert line["ok"] and line["mask_path"] == str(masks / "eyelid.png")
@@ -55,10 +53,8 @@ def test_masks_are_upright_full_size_and_undecodable_inputs_have_none(tmp_path, 
     (photos / "sideways.jpg").write_bytes(buf.getvalue())
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     masks = tmp_path / "masks"
-    main(
-        ["screen", str(photos), "--json", "--no-heatmap", "--masks", str(masks)]
-        + ["--out", str(tmp_path / "out")]
-    )
+    args = ["screen", str(photos), "--json", "--no-heatmap", "--masks", str(masks)]
+    main([*args, "--out", str(tmp_path / "out")])
     by_name = {Path(x["path"]).name: x for x in _lines(capsys)}
     assert by_name["broken.jpg"]["mask_path"] is None
     m = cv2.imread(by_name["sideways.jpg"]["mask_path"], cv2.IMREAD_UNCHANGED)
@@ -68,8 +64,6 @@ def test_masks_are_upright_full_size_and_undecodable_inputs_have_none(tmp_path, 
 
 
 def test_masks_refuse_the_queue(tmp_path, capsys):
-    code = main(
-        ["screen", str(ROOT / "examples/eyelid.jpg"), "--masks", str(tmp_path), "--queue"]
-        + ["redis://127.0.0.1:1/0"]
-    )
+    args = ["screen", str(ROOT / "examples/eyelid.jpg"), "--masks", str(tmp_path)]
+    code = main([*args, "--queue", "redis://127.0.0.1:1/0"])
     assert code == 2 and "--masks" in capsys.readouterr().err

@@ -24,11 +24,12 @@ def default_data() -> Path:
 
 
 def default_photos() -> Path | None:
-    """HBSCREEN_PHOTOS, else ../shared/data/eyes-defy-anemia when it exists."""
+    """HBSCREEN_PHOTOS, else ../shared/data/eyes-defy-anemia (relative to the current folder,
+    like the CP-AnemiC default) when it exists."""
     env = os.environ.get("HBSCREEN_PHOTOS")
     if env:
         return Path(env)
-    shared = REPO_ROOT.parent / "shared" / "data" / "eyes-defy-anemia"
+    shared = Path("..") / "shared" / "data" / "eyes-defy-anemia"
     return shared if shared.is_dir() else None
 
 

@@ -130,17 +130,13 @@ def warm_start(model, onnx_path) -> int:
     scale 1); keep the BatchNorms in eval mode while fine-tuning (`freeze_batchnorm`), or their
     batch statistics would undo the fold. Returns the number of convolutions loaded.
     """
-    import sys
     from pathlib import Path
 
     import torch
     from onnx import numpy_helper
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        from dequantize import dequantized  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    from .dequantize import dequantized
+
     g = dequantized(Path(onnx_path)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     mods = dict(model.named_modules())
