@@ -224,9 +224,13 @@ class Pipeline:
     def segment(self, rgb: np.ndarray) -> np.ndarray:
         """Probability map of the conjunctiva, reduced to its plausible component."""
         card = self.segmenter.card
-        x = preprocess.segmentation_input(rgb, card.preprocessing)
-        logits = self.segmenter.run(x)["logits"]
-        return preprocess.segmentation_mask(logits, rgb.shape[:2], card.threshold or 0.5)
+        return preprocess.segment_two_pass(
+            lambda x: self.segmenter.run(x)["logits"],
+            rgb,
+            card.preprocessing,
+            card.threshold or 0.5,
+            getattr(card, "refine_margin", None),
+        )
 
     def estimate(
         self, rgb: np.ndarray, mask: np.ndarray

@@ -7,6 +7,8 @@ Invariant the heatmap relies on: a regression input is the crop resized to the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -67,6 +69,34 @@ def segmentation_mask(
     """
     keep = main_component(probabilities(logits), threshold)
     return cv2.resize(keep, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def segment_two_pass(
+    run: Callable[[np.ndarray], np.ndarray],
+    rgb: np.ndarray,
+    pre: Preprocessing,
+    threshold: float = 0.5,
+    refine_margin: float | None = None,
+) -> np.ndarray:
+    """The conjunctiva's probability map at the photo's size, as served.
+
+    `run` maps the input tensor to logits. Pass 1 segments the whole frame; with
+    `refine_margin` (from the card) pass 2 segments again a crop around pass 1's mask widened
+    by that share of its size, where the thin lid band spans ~3x more input pixels, and its map
+    replaces pass 1's inside the crop. Training evaluation calls this too, so the measured IoU
+    is the served one.
+    """
+    mask = segmentation_mask(run(segmentation_input(rgb, pre)), rgb.shape[:2], threshold)
+    if refine_margin is None or not (mask >= threshold).any():
+        return mask
+    y0, y1, x0, x1 = crop_box(mask, refine_margin)
+    if (y1 - y0) < 8 or (x1 - x0) < 8:
+        return mask
+    crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+    fine = segmentation_mask(run(segmentation_input(crop, pre)), crop.shape[:2], threshold)
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = fine
+    return out
 
 
 def crop_box(mask: np.ndarray, margin: float = 0.08) -> tuple[int, int, int, int]:

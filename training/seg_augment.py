@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 # phone frames as (height / width) of the crop before the squash to a square input
-ASPECTS = (4 / 3, 3 / 4, 16 / 9, 9 / 16, 1.0)
+ASPECTS = (4 / 3, 3 / 4, 16 / 9, 9 / 16, 1.0, 0.45, 0.33)  # the last: pass-2 crops of the band
 # target share of the frame taken by the conjunctiva, drawn log-uniformly
 FILL_RANGE = (0.02, 0.6)
 

@@ -33,7 +33,10 @@ import cv2
 import numpy as np
 
 from hbscreen.inference.modelcard import ModelCard, Preprocessing, TensorSpec
-from hbscreen.inference.preprocess import segmentation_input, segmentation_mask
+from hbscreen.inference.preprocess import (
+    segment_two_pass,
+    segmentation_input,
+)
 
 from .render import procedural_conjunctiva, render_eye_photo
 
@@ -57,15 +60,19 @@ SERVE_LONG_SIDE = 1280
 REAL_PER_BATCH = 12
 RENDERINGS = 800
 FINETUNE_LR = 1e-3
+# serving runs the model twice: the whole frame, then a crop around pass 1's mask widened by
+# this share of its size (card `refine_margin`). Chosen on CV folds 0 and 1 of the first recipe
+# (mean IoU 0.687 -> 0.704 and 0.573 -> 0.620 with no retraining; margin 0.15: 0.693, 0.618).
+REFINE_MARGIN = 0.3
 # the renderings-only model (1.0.0) that fine-tuning on real photos starts from
 INIT_RENDERINGS = Path(__file__).with_name("init") / "segmentation-renderings-1.0.0.onnx"
 # The shipped recipe when real photos are available (`hbscreen train`, `--cv`): sized to
 # ~10 min per run on one shared core; see the card for the evidence.
 REAL_RECIPE: dict[str, Any] = {
-    "steps": 600,
+    "steps": 900,
     "size": 192,
     "batch": 12,
-    "real_per_batch": 9,
+    "real_per_batch": 10,
     "init": INIT_RENDERINGS,
 }
 DATA_LICENCE = (
@@ -320,11 +327,19 @@ def _loss(logits, target):
 # evaluation (shared post-processing, onnxruntime)
 
 
-def predict_mask(session, card_pre: Preprocessing, rgb: np.ndarray, threshold: float) -> np.ndarray:
-    """Binary mask of one photo exactly as the worker computes it."""
-    x = segmentation_input(rgb, card_pre)
-    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
-    return segmentation_mask(logits, rgb.shape[:2], threshold) >= threshold
+def predict_mask(
+    session,
+    card_pre: Preprocessing,
+    rgb: np.ndarray,
+    threshold: float,
+    refine_margin: float | None = REFINE_MARGIN,
+) -> np.ndarray:
+    """Binary mask of one photo exactly as the worker computes it (both passes)."""
+    name = session.get_inputs()[0].name
+    prob = segment_two_pass(
+        lambda x: session.run(None, {name: x})[0], rgb, card_pre, threshold, refine_margin
+    )
+    return prob >= threshold
 
 
 def iou_dice(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -376,7 +391,11 @@ def latency_ms(
         t0 = time.perf_counter()
         predict_mask(sess, pre, photo, THRESHOLD)
         ts.append((time.perf_counter() - t0) * 1000)
-    return {"median": round(float(np.median(ts)), 2), "p95": round(float(np.percentile(ts, 95)), 2)}
+    return {
+        "median": round(float(np.median(ts)), 2),
+        "p95": round(float(np.percentile(ts, 95)), 2),
+        "min": round(float(np.min(ts)), 2),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -664,7 +683,8 @@ def train_segmentation(
             "fp32": latency_ms(fp32_path, pre, photo),
             "int8": latency_ms(int8_path, pre, photo),
         }
-        ratio = speed["int8"]["median"] / speed["fp32"]["median"]
+        # fastest of 30 runs: on a shared machine the median measures the neighbours' load
+        ratio = speed["int8"]["min"] / speed["fp32"]["min"]
         if drop <= 0.01 and ratio <= INT8_MIN_SPEEDUP:
             chosen, metrics = "int8", metrics_int8
             int8_path.replace(onnx_path)
@@ -754,6 +774,11 @@ def train_segmentation(
         licence=DATA_LICENCE + (" " + EYES_DEFY_LICENCE if real_train else ""),
         citation=CITATIONS + (EYES_DEFY_CITATIONS if real_train else []),
         architecture="LR-ASPP, MobileNetV3-small backbone, low level at stride 2",
+        refine_margin=REFINE_MARGIN,
+        passes=(
+            "2: whole frame, then the crop around pass 1's mask widened by refine_margin "
+            "(hbscreen.inference.preprocess.segment_two_pass)"
+        ),
         output_stride=2,
         weights=chosen,
         limits=LIMITS_REAL if real_train else LIMITS_RENDERINGS,
