@@ -22,6 +22,7 @@ import numpy as np
 ASPECTS = (4 / 3, 3 / 4, 16 / 9, 9 / 16, 1.0, 0.45, 0.33)  # the last: pass-2 crops of the band
 # target share of the frame taken by the conjunctiva, drawn log-uniformly
 FILL_RANGE = (0.02, 0.6)
+PALLOR_P = 0.3  # share of draws whose conjunctiva is made pale (_pallor)
 
 
 @dataclass
@@ -40,6 +41,25 @@ class RealPhoto:
             levels.append(cv2.pyrDown(levels[-1]))
             masks.append(cv2.pyrDown(masks[-1]))
         return cls(patient, levels, masks, float((mask > 0.5).mean()))
+
+
+def _pallor(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Make the conjunctiva and the tissue around it pale, as in severe anaemia.
+
+    The 65 photos are mostly well-perfused; without this the model learns "red band" and
+    misses the pale conjunctiva that matters most (it marked the red lid rim of the committed
+    pale example instead). Saturation falls and lightness rises inside a soft, dilated mask.
+    """
+    size = img.shape[0]
+    k = max(3, int(size * rng.uniform(0.02, 0.06)) | 1)
+    soft = cv2.dilate((mask > 0.3).astype(np.float32), np.ones((k, k), np.uint8))
+    soft = cv2.GaussianBlur(soft, (0, 0), max(1.0, k / 3))[..., None]
+    x = img.astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    pale = grey + (x - grey) * rng.uniform(0.1, 0.5)
+    pale = pale * rng.uniform(1.0, 1.3) + np.array([8, 0, 0], np.float32) * rng.uniform(0, 1)
+    a = soft * rng.uniform(0.6, 1.0)
+    return np.clip(x * (1 - a) + pale * a, 0, 255).astype(np.uint8)
 
 
 def _photometric(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
@@ -115,7 +135,10 @@ def augment(rng: np.random.Generator, photo: RealPhoto, size: int) -> tuple[np.n
             out[inside < 0.5] = (0.35 * fillc).astype(np.uint8)
     if rng.random() < 0.5:
         out, om = out[:, ::-1], om[:, ::-1]
-    out = _photometric(rng, np.ascontiguousarray(out))
+    out, om = np.ascontiguousarray(out), np.ascontiguousarray(om)
+    if rng.random() < PALLOR_P:
+        out = _pallor(rng, out, om)
+    out = _photometric(rng, out)
     return out, np.round(np.clip(om, 0, 1) * 255).astype(np.uint8)
 
 
