@@ -251,3 +251,21 @@ def test_shipped_model_on_real_photos_regression_check():
 
 
 REAL_PHOTO_IOU_FLOOR = 0.7
+
+
+@pytest.mark.train
+def test_train_with_cv_carries_the_patient_cv_into_the_card(tmp_path):
+    pytest.importorskip("torch")
+    from hbscreen.training.segmentation import card_section_md, train_with_cv
+
+    photos = tmp_path / "photos_root"
+    _write_shared_layout(photos, n=5)
+    kw = dict(steps=2, size=64, batch=4, n_train=4, n_eval=1, quantise=False, workers=1)
+    train_with_cv(None, tmp_path / "out", photos=photos, progress=False, real_per_batch=2, **kw)
+    card = load_card("segmentation", tmp_path / "out")
+    cv = card.metrics["real_photos_cv"]
+    assert [f["n_photos"] for f in cv["folds"]] == [1, 1, 1, 1, 1] and cv["n_photos"] == 5
+    assert card.training_data["real_annotated_photos"] == 5
+    assert any("Eyes-defy" in c for c in card.citation)
+    md = "\n".join(card_section_md(card.model_dump(mode="json")))
+    assert "| **all** | 5 |" in md and "CC BY 4.0" in md

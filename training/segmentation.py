@@ -463,6 +463,8 @@ def _fill_terciles(records: list[dict[str, Any]]) -> dict[str, Any]:
         lo = -np.inf if k == 0 else cuts[k - 1]
         hi = np.inf if k == 2 else cuts[k]
         sel = [r for r in records if lo < r["fill"] <= hi]
+        if not sel:  # ties (e.g. equal masks) can leave a tercile empty
+            continue
         out[name] = {
             "fill_range": [
                 round(float(min(r["fill"] for r in sel)), 4),
