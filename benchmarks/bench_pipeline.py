@@ -158,16 +158,48 @@ def baseline_models(models: Path, segmentation: Path, tmp: Path) -> Path:
     return tmp
 
 
+def cpu_ms(pipeline: Pipeline, data: bytes, reps: int) -> dict[str, float]:
+    """Median CPU time of this thread (ms) for the segmentation stage and a whole screening.
+
+    With one onnxruntime thread everything runs on the calling thread, so CPU time is what
+    the call costs a core, whatever the neighbours' load; wall time on a shared machine also
+    counts the waits for a core.
+    """
+    from hbscreen.inference.intake import decode_image
+    from hbscreen.inference.pipeline import WORK_LONG_SIDE
+
+    rgb = decode_image(data, max_side=WORK_LONG_SIDE).rgb
+    seg, total = [], []
+    for _ in range(reps):
+        t0 = time.thread_time()
+        pipeline.segment(rgb)
+        t1 = time.thread_time()
+        pipeline.screen(data, "pregnant-2")
+        t2 = time.thread_time()
+        seg.append((t1 - t0) * 1000)
+        total.append((t2 - t1) * 1000)
+    return {"segmentation": statistics.median(seg), "total": statistics.median(total)}
+
+
 def compare(pipelines: dict[str, Pipeline], photo: Path, reps: int) -> None:
     """Same photos, models interleaved in rounds (a shared machine's load hits both alike)."""
     for size in SIZES:
         data = jpeg_at(photo, size)
         stages: dict[str, dict[str, list[float]]] = {k: {} for k in pipelines}
+        cpu: dict[str, dict[str, list[float]]] = {k: {} for k in pipelines}
         rounds = 4
         for _ in range(rounds):
             for label, pipeline in pipelines.items():
                 for k, v in bench_stages(pipeline, data, max(1, reps // rounds)).items():
                     stages[label].setdefault(k, []).extend(v)
+                for k, c in cpu_ms(pipeline, data, max(1, reps // rounds)).items():
+                    cpu[label].setdefault(k, []).append(c)
+        for label, c in cpu.items():
+            print(
+                f"  {size:>4} px JPEG, {label:<8} CPU ms (thread time, median): segmentation "
+                f"{statistics.median(c['segmentation']):.2f}, total "
+                f"{statistics.median(c['total']):.2f}"
+            )
         for label, st in stages.items():
             parts = ", ".join(
                 f"{k} {statistics.median(v):.2f}/{pct(v, 95):.2f}" for k, v in st.items()

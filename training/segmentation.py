@@ -866,15 +866,44 @@ def train_with_cv(
     )
 
 
-def attach_cv(out_dir: Path, folds_dir: Path, extra: dict[str, Any] | None = None) -> dict:
+def rescore_fold(fold_dir: Path, photos: Path, held: list[str]) -> dict[str, Any]:
+    """A fold's result with its served model re-scored on its held-out patients by the
+    current serving code (after a change of pre/post-processing, no retraining needed)."""
+    from hbscreen.inference.modelcard import load_card
+
+    result = json.loads((Path(fold_dir) / "result.json").read_text("utf-8"))
+    card = load_card(MODEL_NAME, Path(fold_dir))
+    eval_items = [(p, it) for p, it in load_real_photos(Path(photos)) if p in set(held)]
+    records = evaluate_photos(
+        Path(fold_dir) / card.file, card.preprocessing, eval_items, card.threshold or THRESHOLD
+    )
+    result["held_out_real_photos"] = summarise_photos(records)
+    result["held_out_real_photos_records"] = records
+    return result
+
+
+def attach_cv(
+    out_dir: Path,
+    folds_dir: Path,
+    extra: dict[str, Any] | None = None,
+    photos: Path | None = None,
+    seed: int = 0,
+) -> dict:
     """Put the CV summary of fold<k>/result.json in folds_dir into out_dir's card (the same
-    card train_with_cv writes, for a final model trained in parallel with the last fold)."""
+    card train_with_cv writes, for a final model trained in parallel with the last fold).
+    With `photos`, each fold's model is first re-scored by the current serving code."""
     card_path = Path(out_dir) / f"{MODEL_NAME}.json"
     card = json.loads(card_path.read_text("utf-8"))
-    folds = [
-        json.loads((Path(folds_dir) / f"fold{k}" / "result.json").read_text("utf-8"))
-        for k in range(CV_FOLDS)
-    ]
+    if photos is not None:
+        held = cv_folds([p for p, _ in load_real_photos(Path(photos))], CV_FOLDS, seed)
+        folds = [
+            rescore_fold(Path(folds_dir) / f"fold{k}", photos, held[k]) for k in range(CV_FOLDS)
+        ]
+    else:
+        folds = [
+            json.loads((Path(folds_dir) / f"fold{k}" / "result.json").read_text("utf-8"))
+            for k in range(CV_FOLDS)
+        ]
     card["metrics"].update(cross_validation_summary(folds))
     card["metrics"].update(extra or {})
     card_path.write_text(json.dumps(card, indent=2) + "\n", "utf-8")
@@ -931,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cross_validation_summary(folds), indent=2))
         return 0
     if a.attach_cv:
-        attach_cv(a.out, a.attach_cv)
+        attach_cv(a.out, a.attach_cv, photos=a.photos, seed=a.seed)
         return 0
     if a.data is None and a.photos is None:
         ap.error("give --data (CP-AnemiC) and/or --photos")
