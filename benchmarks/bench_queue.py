@@ -36,7 +36,7 @@ from hbscreen.inference.queue.protocol import (  # noqa: E402
     QueueConfig,
 )
 from hbscreen.inference.queue.redis_streams import RedisSubmitter  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.redis_server import QUEUE_KEY, RedisServer, sealer_for_tests  # noqa: E402
 
 GROUP = "child-24-59m"
 
@@ -64,6 +64,7 @@ def spawn(url: str, cores: str | None, process: str | None, models: Path | None)
     if cores and shutil.which("taskset"):
         cmd = ["taskset", "-c", cores, *cmd]
     env = os.environ | {
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,  # payloads sealed as deployed
         "PYTHONPATH": str(ROOT),
         "HBSCREEN_LOG_LEVEL": "WARNING",
         "OMP_NUM_THREADS": "1",
@@ -92,7 +93,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 async def overhead(url: str, n: int, redis_pid: int) -> None:
     procs = [spawn(url, None, "tests.redis_server:noop_process", None)]
-    q = RedisSubmitter(url, submitter=None)
+    q = RedisSubmitter(url, submitter=None, sealer=sealer_for_tests())
     try:
         await wait_workers(q, 1)
         it = q.outcomes()
@@ -126,7 +127,9 @@ async def throughput(
 ) -> float:
     cores = [str(i % (os.cpu_count() or 1)) for i in range(workers)]
     procs = [spawn(url, c, process, models) for c in cores]
-    q = RedisSubmitter(url, QueueConfig(max_depth=jobs + 10), submitter=None)
+    q = RedisSubmitter(
+        url, QueueConfig(max_depth=jobs + 10), submitter=None, sealer=sealer_for_tests()
+    )
     try:
         await wait_workers(q, workers)
         it = q.outcomes()
@@ -163,7 +166,7 @@ async def burst(url: str, n: int = 1000) -> None:
     procs = [spawn(url, None, "tests.redis_server:noop_process", None) for _ in range(2)]
     try:
         # At the default depth limit (200): a burst gets clear "busy" answers.
-        q = RedisSubmitter(url, submitter=None)
+        q = RedisSubmitter(url, submitter=None, sealer=sealer_for_tests())
         await wait_workers(q, 2)
         accepted, busy = [], 0
         t = time.perf_counter()
@@ -183,7 +186,9 @@ async def burst(url: str, n: int = 1000) -> None:
         )
         await q.close()
         # With room for all of them: every one completes.
-        q = RedisSubmitter(url, QueueConfig(max_depth=n + 10), submitter=None)
+        q = RedisSubmitter(
+            url, QueueConfig(max_depth=n + 10), submitter=None, sealer=sealer_for_tests()
+        )
         t = time.perf_counter()
         ids = [await q.submit(b"x" * 1000, Job(group=GROUP)) for _ in range(n)]
         dt_submit = time.perf_counter() - t

@@ -20,6 +20,8 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBUserWarning
 
+from hbscreen.inference.limits import IMAGE_EXTENSIONS
+
 from .handlers import commands, flow, misc, photo
 from .persistence import PersonConversationHandler
 from .services import BotApplication, BotContext
@@ -40,6 +42,7 @@ def _flow_callbacks() -> list[CallbackQueryHandler]:
         CallbackQueryHandler(flow.on_group, pattern=r"^grp:"),
         CallbackQueryHandler(flow.on_danger, pattern=r"^danger:"),
         CallbackQueryHandler(flow.on_after, pattern=r"^after:"),
+        CallbackQueryHandler(flow.on_guide, pattern=r"^guide:"),
     ]
 
 
@@ -74,7 +77,8 @@ def build_conversation(keyring: KeyRing) -> PersonConversationHandler:
                 flow.LABEL: [MessageHandler(TEXT, flow.on_label), *reprompt],
                 flow.PATIENT_CONSENT: reprompt,
                 flow.GROUP: reprompt,
-                flow.DANGER: reprompt,
+                # A photo after the urgent referral means she still wants the estimate.
+                flow.DANGER: [MessageHandler(IMAGE_INPUT, photo.on_photo_after_danger), *reprompt],
                 flow.PHOTO: [
                     MessageHandler(IMAGE_INPUT, photo.on_photo),
                     MessageHandler(TEXT, flow.photo_expected),
@@ -135,8 +139,8 @@ def register_handlers(application: BotApplication, keyring: KeyRing) -> None:
 
 
 def _image_by_name() -> filters.BaseFilter:
-    exts = sorted(e.lstrip(".") for e in photo.IMAGE_EXTENSIONS)
-    f = filters.Document.FileExtension(exts[0])
+    exts = sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    f: filters.BaseFilter = filters.Document.FileExtension(exts[0])
     for ext in exts[1:]:
         f = f | filters.Document.FileExtension(ext)
     return f

@@ -193,7 +193,7 @@ def render_all(path: Path) -> int:
     for message in template:
         if not message.id:
             continue
-        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        ids: tuple[str, ...] = (message.id,) if isinstance(message.id, str) else tuple(message.id)
         sample = {
             name: f"<{name}>"
             for text in ids
@@ -202,7 +202,7 @@ def render_all(path: Path) -> int:
         }
         lines = [f"### {ids[0]!r}"]
         for lang in LANGUAGES:
-            if isinstance(message.id, tuple):
+            if len(ids) > 1:
                 for n in (1, 3):
                     lines.append(f"[{lang} n={n}] {tn(lang, ids[0], ids[1], n, **sample)}")
             else:

@@ -23,8 +23,6 @@ from .storage import KeyRing, Store, derive_key
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # Telegram's own download limit for bots
-
 
 @dataclass
 class Services:
@@ -63,7 +61,7 @@ class BotData:
         self._services = value
 
 
-class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):
+class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], BotData]):
     """The context every handler and job gets: `context.services` instead of a bot_data key."""
 
     @property
@@ -72,8 +70,9 @@ class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], B
 
 
 CONTEXT_TYPES = ContextTypes(context=BotContext, bot_data=BotData)
+# The job queue's type stays PTB's default: ApplicationBuilder.context_types() does not change it.
 BotApplication = Application[
-    ExtBot[None], BotContext, dict[Any, Any], dict[Any, Any], BotData, PTBJobQueue[BotContext]
+    ExtBot[Any], BotContext, dict[Any, Any], dict[Any, Any], BotData, PTBJobQueue[Any]
 ]
 
 

@@ -55,6 +55,11 @@ def _run_worker(args: argparse.Namespace) -> int:
             "hbscreen worker: set REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr
         )
         return 2
+    if settings.queue_key is None:
+        from .compose import NO_QUEUE_KEY
+
+        print(f"hbscreen worker: {NO_QUEUE_KEY}", file=sys.stderr)
+        return 2
     worker_main(settings, process=load_process(args.process) if args.process else None)
     return 0
 
@@ -84,8 +89,7 @@ def _run_bot(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    run_bot(settings)
-    return 0
+    return run_bot(settings)
 
 
 def _add_optional(sub: argparse._SubParsersAction, module: str, func: str, name: str) -> None:

@@ -21,6 +21,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from hbscreen.inference.crypto import Sealer
 from hbscreen.inference.queue.protocol import JobQueue, Process, QueueConfig
 from hbscreen.inference.worker import WorkerConfig
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 def queue_config(settings: Settings) -> QueueConfig:
     return QueueConfig(
         max_depth=settings.queue_max_depth,
+        max_queued_bytes=settings.queue_max_mb * 2**20,
         job_deadline_s=settings.job_deadline_s,
         max_tries=settings.max_tries,
         image_ttl_s=settings.image_ttl_s,
@@ -40,6 +42,25 @@ def queue_config(settings: Settings) -> QueueConfig:
         prefix=settings.redis_prefix,
         results_ttl_s=settings.results_ttl_s,
     )
+
+
+QUEUE_KEY_INFO = "hbscreen/queue-blobs/v1"
+NO_QUEUE_KEY = (
+    "set HBSCREEN_QUEUE_KEY (one secret, the same for the bot and every worker): photos, "
+    "results and heatmaps are encrypted in Redis with it"
+)
+
+
+def queue_sealer(settings: Settings) -> Sealer | None:
+    """The cipher of the queue's blobs in Redis, from HBSCREEN_QUEUE_KEY (HKDF, then AES-GCM).
+
+    Required with REDIS_URL (raises ValueError without it); None for the in-process queue,
+    which never writes to disk."""
+    if not settings.redis_url:
+        return None
+    if settings.queue_key is None or not settings.queue_key.get_secret_value():
+        raise ValueError(NO_QUEUE_KEY)
+    return Sealer.from_secret(settings.queue_key.get_secret_value().encode(), QUEUE_KEY_INFO)
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -85,7 +106,10 @@ def wire_submitter(
     if settings.redis_url:
         from hbscreen.inference.queue.redis_streams import RedisSubmitter
 
-        return Wiring(RedisSubmitter(settings.redis_url, config, submitter=submitter))
+        sealer = queue_sealer(settings)
+        return Wiring(
+            RedisSubmitter(settings.redis_url, config, submitter=submitter, sealer=sealer)
+        )
 
     from hbscreen.inference.queue.memory import MemoryQueue
 
@@ -130,7 +154,9 @@ async def run_worker(
 
     if not settings.redis_url:
         raise ValueError("the worker needs REDIS_URL")
-    source = RedisJobSource(settings.redis_url, queue_config(settings))
+    source = RedisJobSource(
+        settings.redis_url, queue_config(settings), sealer=queue_sealer(settings)
+    )
     await run(
         source,
         worker_config(settings),

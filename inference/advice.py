@@ -88,9 +88,3 @@ def referral_margin(calibration: Calibration, validated: bool) -> float:
     if op is None:
         return calibration.q80
     return op if validated else max(op, calibration.q80)
-
-
-DISCLAIMER_EN = (
-    "This is a screening estimate from a photo, not a diagnosis. "
-    "Only a blood test can confirm anaemia."
-)

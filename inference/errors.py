@@ -16,17 +16,15 @@ class ErrorCode(str, Enum):
     ANIMATED = "animated"  # several frames: we cannot know which one to judge
     NO_ALPHA = "no_alpha"  # --cutout given but the image has no mask in alpha
     MODEL_FAILED = "model_failed"  # the models raised; the job may be retried
-    INTERNAL = "internal"
 
 
 class ScreeningError(Exception):
     """A refusal the person can be told about in their language."""
 
-    def __init__(self, code: ErrorCode, message: str, **details: object) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = ErrorCode(code)
         self.message = message
-        self.details = details
 
     def __repr__(self) -> str:
         return f"ScreeningError({self.code.value!r}, {self.message!r})"

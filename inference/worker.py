@@ -128,8 +128,8 @@ async def serve(
         result: ScreeningResult | None = None
         jpeg: bytes | None = None
         try:
-            result, jpeg = await loop.run_in_executor(pool, process, d.image, job)
-            failure = _failure(result)
+            done, jpeg = await loop.run_in_executor(pool, process, d.image, job)
+            result, failure = done, _failure(done)
         except Exception as e:
             failure = type(e).__name__
             log.warning("job raised", exc_info=True, extra={"job_id": job.id, "try": job.tries})
@@ -183,7 +183,11 @@ async def serve(
     try:
         while not stop.is_set():
             try:
-                info = {"in_flight": len(inflight), "done": counts["done"], "since": started}
+                info: dict[str, object] = {
+                    "in_flight": len(inflight),
+                    "done": counts["done"],
+                    "since": started,
+                }
                 await source.housekeeping(consumer, info)
                 now = time.monotonic()
                 if now >= next_keep_alive and inflight:
@@ -217,12 +221,12 @@ async def serve(
             log.info("finishing jobs in hand", extra={"count": len(inflight)})
             _done, pending = await asyncio.wait(list(inflight), timeout=grace_s)
             for task in pending:
-                d = inflight.get(task)
+                held = inflight.get(task)
                 task.cancel()
-                if d is not None:
+                if held is not None:
                     with contextlib.suppress(Exception):
-                        await source.release(d)
-                    log.info("job handed back", extra={"job_id": d.job.id})
+                        await source.release(held)
+                    log.info("job handed back", extra={"job_id": held.job.id})
         pool.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped", extra={"consumer": consumer, "done": counts["done"]})
 

@@ -108,7 +108,7 @@ def parse_html(src: str) -> tuple[str, list[dict[str, Any]]]:
                     a.group(1).lower(): a.group(2) or a.group(3) or a.group(4) or ""
                     for a in _ATTR_RE.finditer(m.group(3))
                 }
-                extra: dict[str, Any] = {}
+                extra = {}
                 if name == "a":
                     extra["url"] = attrs.get("href", "")
                 elif name == "span" and attrs.get("class") != "tg-spoiler":

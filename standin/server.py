@@ -18,8 +18,11 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from aiohttp.web_request import FileField
 
+from hbscreen.inference.limits import MAX_BYTES
+
 from .entities import render_text, utf16_len
 from .errors import ApiError, bad_request
+from .limits import FloodControl
 from .state import (
     ApiCall,
     ChangeSignal,
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOKEN = "123456789:STANDIN-not-a-secret-token"
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
-MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile refuses bigger files, like Telegram's cloud API
+MAX_DOWNLOAD = MAX_BYTES  # getFile refuses bigger files, like Telegram's cloud API
 MAX_UPLOAD = 50 * 1024 * 1024
 CHAT_ACTIONS = frozenset(
     {
@@ -128,6 +131,35 @@ class Params:
         return v
 
 
+@dataclasses.dataclass
+class Fault:
+    """One injected fault (see BotAPIStandIn.inject_fault)."""
+
+    method: str | None
+    status: int | None
+    remaining: int
+    delay_s: float
+    retry_after: int | None
+    skip: int
+    reply_lost: bool
+    chat_id: int | None = None
+
+    def matches(self, method: str, chat_id: object = None) -> bool:
+        if self.chat_id is not None and str(chat_id) != str(self.chat_id):
+            return False
+        if self.method is None:
+            return method.startswith(("send", "edit"))
+        return self.method == method
+
+    def error(self) -> ApiError:
+        code = self.status or 500
+        if code == 429:
+            wait = 1 if self.retry_after is None else self.retry_after
+            return ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+        words = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+        return ApiError(code, words.get(code, "Gateway Timeout" if code == 504 else "Error"))
+
+
 class BotAPIStandIn:
     """An aiohttp server on 127.0.0.1 that answers like api.telegram.org for one bot."""
 
@@ -139,8 +171,10 @@ class BotAPIStandIn:
         bot_name: str = "hbscreen (stand-in)",
         host: str = "127.0.0.1",
         port: int = 0,
+        flood_control: FloodControl | None = None,
     ) -> None:
         self.token = token
+        self.flood = flood_control  # Telegram-like 429s past the limits (standin/limits.py)
         self.host = host
         self.port = port
         self.bot_user: dict[str, Any] = {
@@ -175,6 +209,8 @@ class BotAPIStandIn:
         self._bot_texts: dict[tuple[str, str], str] = {}
         self._default_menu_button: dict[str, Any] = {"type": "commands"}
         self._failures: list[tuple[str | None, ApiError]] = []
+        self._faults: list[Fault] = []
+        self.fault_log: list[tuple[str, str]] = []  # (method, what the fault did), for tests
         self._seq = 0
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -284,7 +320,7 @@ class BotAPIStandIn:
         if language_code:
             person["language_code"] = language_code
         if chat_type == "private":
-            chat = {"id": user_id, "type": "private", "first_name": first_name}
+            chat: dict[str, Any] = {"id": user_id, "type": "private", "first_name": first_name}
             if username:
                 chat["username"] = username
         elif chat_type in ("group", "supergroup"):
@@ -319,6 +355,47 @@ class BotAPIStandIn:
         err = ApiError(error_code, description or "Internal Server Error", params)
         for _ in range(count):
             self._failures.append((method.lower() if method else None, err))
+
+    def inject_fault(
+        self,
+        method: str | None = None,
+        *,
+        status: int | None = None,
+        count: int = 1,
+        delay_s: float = 0.0,
+        retry_after: int | None = None,
+        after: int = 0,
+        reply_lost: bool = False,
+        chat_id: int | None = None,
+    ) -> Fault:
+        """Fault injection, per method (None: any send/edit method), for the next `count`
+        matching calls once `after` of them went through normally:
+
+        - `status`: answer with this HTTP status and Telegram's JSON error shape (429 gets
+          parameters.retry_after, default 1; 500, 502, 503, 504 read as server errors);
+        - `delay_s`: hold the call that long first. If the client gave up meanwhile (its
+          timeout), the call is dropped unprocessed: it never reached Telegram;
+        - `reply_lost`: process the call (the message IS delivered), then hold the answer
+          `delay_s` and answer an error or nothing: the one case where a client cannot know;
+        - `chat_id`: only calls for this chat (faults for several people at once).
+
+        Faults of one method apply in the order they were injected; `fault_log` records what
+        each did. Returns the Fault (its `remaining` counts down)."""
+        fault = Fault(
+            method.lower() if method else None,
+            status,
+            count,
+            delay_s,
+            retry_after,
+            after,
+            reply_lost,
+            chat_id,
+        )
+        self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
 
     def calls_to(self, method: str) -> list[ApiCall]:
         return [c for c in self.calls if c.method.lower() == method.lower()]
@@ -383,7 +460,26 @@ class BotAPIStandIn:
                 )
             )
             self._maybe_fail(name.lower())
+            fault = self._take_fault(name.lower(), params.values.get("chat_id"))
+            if fault is not None and not fault.reply_lost:
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
+                    if request.transport is None or request.transport.is_closing():
+                        self.fault_log.append((name, "dropped after the client gave up"))
+                        return web.Response(status=504)  # nobody reads it
+                if fault.status:
+                    self.fault_log.append((name, f"answered {fault.status}"))
+                    raise fault.error()
+                self.fault_log.append((name, f"slow ({fault.delay_s:g} s)"))
+            if self.flood is not None:
+                refusal = self.flood.check(name, params.values)
+                if refusal is not None:
+                    raise refusal
             result = await handler(params)
+            if fault is not None and fault.reply_lost:
+                self.fault_log.append((name, "processed, answer lost"))
+                await asyncio.sleep(fault.delay_s)
+                raise fault.error() if fault.status else ApiError(504, "Gateway Timeout")
         except ApiError as err:
             return web.json_response(err.body(), status=err.code)
         body: dict[str, Any] = {"ok": True, "result": result}
@@ -399,6 +495,17 @@ class BotAPIStandIn:
         return web.Response(
             body=stored.data, content_type=stored.mime_type or "application/octet-stream"
         )
+
+    def _take_fault(self, method: str, chat_id: object = None) -> Fault | None:
+        for fault in self._faults:
+            if fault.remaining <= 0 or not fault.matches(method, chat_id):
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
+                return None
+            fault.remaining -= 1
+            return fault
+        return None
 
     def _maybe_fail(self, method: str) -> None:
         for i, (target, err) in enumerate(self._failures):
@@ -682,8 +789,9 @@ class BotAPIStandIn:
 
     # ---- methods: sending --------------------------------------------------------------------
 
-    async def _m_send_message(self, p: Params) -> dict[str, Any]:
-        state = self._chat_to_send(p)
+    @staticmethod
+    def _message_text(p: Params) -> tuple[str, str, list[dict[str, Any]]]:
+        """`text` as sent, as a person sees it, and its entities; refused as Telegram does."""
         source = p.get_str("text")
         if not source:
             raise bad_request("message text is empty")
@@ -692,6 +800,11 @@ class BotAPIStandIn:
             raise bad_request("message text is empty")
         if utf16_len(plain) > MAX_TEXT:
             raise bad_request("message is too long")
+        return source, plain, entities
+
+    async def _m_send_message(self, p: Params) -> dict[str, Any]:
+        state = self._chat_to_send(p)
+        source, plain, entities = self._message_text(p)
         reply_to = self._reply_to(state, p)
         markup = self._reply_markup(state, p)
         msg = self._add_message(
@@ -759,7 +872,7 @@ class BotAPIStandIn:
             if not lenient:
                 raise bad_request("IMAGE_PROCESS_FAILED") from None
             variants = [(data, 1280, 960)]
-        sizes = []
+        sizes: list[dict[str, Any]] = []
         for blob, width, height in variants:
             stored = self._store(blob, "photos", "jpg", "image/jpeg")
             sizes.append(
@@ -836,46 +949,47 @@ class BotAPIStandIn:
 
     async def _m_send_photo(self, p: Params) -> dict[str, Any]:
         state = self._chat_to_send(p)
-        caption, entities = self._caption(p)
+        caption = self._caption(p)
         sizes, data = await self._photo_from(p)
-        reply_to = self._reply_to(state, p)
-        markup = self._reply_markup(state, p)
-        msg = self._add_message(
-            state,
-            from_bot=True,
-            kind="photo",
-            caption=caption,
-            entities=entities,
-            source=p.get_str("caption"),
-            parse_mode=p.get_str("parse_mode"),
-            media=sizes,
-            data=data,
-            mime_type="image/jpeg",
-            reply_markup=markup,
-            reply_to=reply_to,
+        return self._send_media(
+            state, p, caption, kind="photo", media=sizes, data=data, mime_type="image/jpeg"
         )
-        return self.message_json(msg)
 
     async def _m_send_document(self, p: Params) -> dict[str, Any]:
         state = self._chat_to_send(p)
-        caption, entities = self._caption(p)
+        caption = self._caption(p)
         doc, data = self._document_from(p)
-        reply_to = self._reply_to(state, p)
-        markup = self._reply_markup(state, p)
-        msg = self._add_message(
+        return self._send_media(
             state,
-            from_bot=True,
+            p,
+            caption,
             kind="document",
-            caption=caption,
-            entities=entities,
-            source=p.get_str("caption"),
-            parse_mode=p.get_str("parse_mode"),
             media=doc,
             data=data,
             file_name=doc.get("file_name"),
             mime_type=doc["mime_type"],
+        )
+
+    def _send_media(
+        self,
+        state: ChatState,
+        p: Params,
+        caption: tuple[str | None, list[dict[str, Any]]],
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """The bot's photo or document message, checked in the order Telegram checks."""
+        reply_to = self._reply_to(state, p)
+        markup = self._reply_markup(state, p)
+        msg = self._add_message(
+            state,
+            from_bot=True,
+            caption=caption[0],
+            entities=caption[1],
+            source=p.get_str("caption"),
+            parse_mode=p.get_str("parse_mode"),
             reply_markup=markup,
             reply_to=reply_to,
+            **fields,
         )
         return self.message_json(msg)
 
@@ -956,14 +1070,7 @@ class BotAPIStandIn:
         state, msg = self._message_to_edit(p)
         if msg.kind != "text":
             raise bad_request("there is no text in the message to edit")
-        source = p.get_str("text")
-        if not source:
-            raise bad_request("message text is empty")
-        plain, entities = render_text(source, p.get_str("parse_mode"), p.get_json("entities"))
-        if not plain:
-            raise bad_request("message text is empty")
-        if utf16_len(plain) > MAX_TEXT:
-            raise bad_request("message is too long")
+        source, plain, entities = self._message_text(p)
         markup = self._reply_markup(state, p, edit=True)
         before = (msg.content, msg.entities, msg.inline_keyboard)
         # Like Telegram, an edit without reply_markup removes the inline keyboard.
@@ -1015,7 +1122,7 @@ class BotAPIStandIn:
             raise bad_request(
                 "query is too old and response timeout expired or query ID is invalid"
             )
-        answer = {
+        answer: dict[str, Any] = {
             "text": p.get_str("text"),
             "show_alert": p.get_bool("show_alert"),
             "url": p.get_str("url"),

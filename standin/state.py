@@ -25,7 +25,7 @@ class ChangeSignal:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait_for(self, check: Callable[[], T], timeout: float | None) -> T:
+    async def wait_for(self, check: Callable[[], T | None], timeout: float | None) -> T:
         async def until() -> T:
             while True:
                 result = check()

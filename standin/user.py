@@ -286,7 +286,7 @@ class SimulatedUser:
 
     # ---- waiting -----------------------------------------------------------------------------
 
-    async def _wait(self, check: Callable[[], T], timeout: float, what: str) -> T:
+    async def _wait(self, check: Callable[[], T | None], timeout: float, what: str) -> T:
         try:
             return await self._state.changed.wait_for(check, timeout)
         except TimeoutError:
@@ -375,10 +375,13 @@ class SimulatedUser:
         deadline = loop.time() + timeout
         while True:
             seen = len(self._state.events)
+
+            def changed(seen: int = seen) -> bool:
+                return len(self._state.events) > seen or self.standin._closing
+
             try:
                 await self._state.changed.wait_for(
-                    lambda seen=seen: len(self._state.events) > seen or self.standin._closing,
-                    min(quiet, max(0.0, deadline - loop.time())),
+                    changed, min(quiet, max(0.0, deadline - loop.time()))
                 )
             except TimeoutError:
                 return

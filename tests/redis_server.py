@@ -22,6 +22,16 @@ from hbscreen.inference.queue.protocol import Job
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 REDIS_SERVER = shutil.which("redis-server")
+# The queue key the Redis tests share with their worker processes (HBSCREEN_QUEUE_KEY).
+QUEUE_KEY = "test-queue-key-not-a-secret"
+
+
+def sealer_for_tests():
+    """The queue cipher a deployment derives from HBSCREEN_QUEUE_KEY, for QUEUE_KEY."""
+    from hbscreen.compose import queue_sealer
+    from hbscreen.settings import Settings
+
+    return queue_sealer(Settings(redis_url="redis://unused", queue_key=QUEUE_KEY))
 
 
 def free_port() -> int:

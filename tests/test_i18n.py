@@ -82,6 +82,9 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "ja": "病院",
     },
     r"\beyelid\b": {"fr": "paupière", "sw": "kope", "hi": "पलक", "ja": "まぶた"},
+    # One term for "signs" (danger signs) per language, and WHO's name for the moderate band.
+    r"\bsigns?\b": {"fr": "signe", "sw": "dalili", "hi": "लक्षण", "ja": "サイン"},
+    r"\bmoderate\b": {"fr": "modérée", "sw": "wastani", "hi": "मध्यम", "ja": "中"},
     r"\bhealth worker\b": {
         "fr": "agent de santé",
         "sw": "mhudumu wa afya",
@@ -89,6 +92,8 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "ja": "医療スタッフ",
     },
 }
+# ... and the other words for the same thing, which must not come back.
+NOT_THE_TERM: dict[str, str] = {"hi": "संकेत", "ja": "兆候|徴候", "fr": "anémie moyenne"}
 SCRIPT_RE = {
     "hi": re.compile(r"[\u0900-\u097F]"),
     "ja": re.compile(r"[\u3040-\u30FF\u4E00-\u9FFF]"),
@@ -169,6 +174,12 @@ def test_template_has_messages():
         assert description in ids
 
 
+@pytest.mark.parametrize("lang", TRANSLATED)
+def test_no_obsolete_entries(lang):
+    """A removed message leaves no stale (#~) entry behind."""
+    assert not list(_read_po(_po_path(lang), lang).obsolete), f"{lang}: obsolete (#~) entries"
+
+
 def test_template_matches_the_code(tmp_path, monkeypatch):
     """Re-extract with `pybabel extract` (pyproject's [tool.babel]) and compare msgid sets: the
     .pot is not stale."""
@@ -236,6 +247,8 @@ def test_terms_follow_the_glossary(lang):
                     words[lang], text, re.I
                 ):
                     problems.append(f"{english} is not {words[lang]!r} in: {text!r}")
+            if lang in NOT_THE_TERM and re.search(NOT_THE_TERM[lang], text):
+                problems.append(f"{NOT_THE_TERM[lang]!r} instead of the glossary term: {text!r}")
             diagnosis = GLOSSARY[r"\bdiagnosis\b"][lang]
             if re.search(diagnosis, text, re.I) and "diagnos" not in src.lower():
                 problems.append(f"'diagnosis' where the English has none: {text!r}")

@@ -24,7 +24,7 @@ from hbscreen.inference.queue.protocol import Job, QueueConfig
 from hbscreen.inference.queue.redis_streams import RedisJobSource, RedisSubmitter
 from hbscreen.inference.worker import pipeline_process, serve
 from hbscreen.settings import Settings
-from tests.redis_server import RedisServer, free_port, noop_process
+from tests.redis_server import QUEUE_KEY, RedisServer, free_port, noop_process, sealer_for_tests
 from tests.test_pipeline import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 
@@ -74,13 +74,17 @@ async def test_worker_process_with_real_pipeline_metrics_and_clean_logs(
     redis_server: RedisServer, tiny_dir: Path, photos: list[tuple[str, bytes]]
 ) -> None:
     port = free_port()
-    env = os.environ | {"PYTHONPATH": str(ROOT), "HBSCREEN_HEARTBEAT_S": "0.2"}
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "HBSCREEN_HEARTBEAT_S": "0.2",
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,
+    }
     cmd = [sys.executable, "-m", "hbscreen.cli", "worker", "--redis", redis_server.url]
     cmd += ["--models", str(tiny_dir), "--metrics-port", str(port)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    q = RedisSubmitter(redis_server.url, submitter="bot")
+    q = RedisSubmitter(redis_server.url, submitter="bot", sealer=sealer_for_tests())
     try:
         chat = "998877665544"  # must never reach the worker's logs
         ids = {}
@@ -126,12 +130,12 @@ async def test_worker_process_with_real_pipeline_metrics_and_clean_logs(
 async def test_screen_via_queue_matches_in_process_screening(
     redis_server: RedisServer, tiny_dir: Path, photos: list[tuple[str, bytes]]
 ) -> None:
-    worker_q = RedisJobSource(redis_server.url)
+    worker_q = RedisJobSource(redis_server.url, sealer=sealer_for_tests())
     stop = asyncio.Event()
     task = asyncio.create_task(
         serve(worker_q, pipeline_process(tiny_dir), concurrency=2, stop=stop, block_s=0.1)
     )
-    settings = Settings(redis_url=redis_server.url, queue_max_depth=2)  # the batch must wait
+    settings = Settings(redis_url=redis_server.url, queue_max_depth=2, queue_key=QUEUE_KEY)
     wiring = wire_submitter(settings, submitter=None)  # a private results stream
     q = wiring.queue
     try:
@@ -165,9 +169,9 @@ async def test_cli_screen_with_queue_matches_in_process(
     for name, data in photos:
         (folder / name.replace(".pdf", ".jpg")).write_bytes(data)
     stop = asyncio.Event()
-    worker_q = RedisJobSource(redis_server.url)
+    worker_q = RedisJobSource(redis_server.url, sealer=sealer_for_tests())
     task = asyncio.create_task(serve(worker_q, pipeline_process(tiny_dir), stop=stop))
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env = os.environ | {"PYTHONPATH": str(ROOT), "HBSCREEN_QUEUE_KEY": QUEUE_KEY}
     base = [sys.executable, "-m", "hbscreen.cli", "screen", str(folder), "--json"]
     base += ["--no-heatmap", "--group", GROUP, "--out", str(tmp_path / "out")]
 
@@ -227,10 +231,12 @@ async def test_run_worker_serves_metrics_and_stops_on_the_event(
     redis_server: RedisServer,
 ) -> None:
     port = free_port()
-    settings = Settings(redis_url=redis_server.url, metrics_port=port, heartbeat_s=0.2)
+    settings = Settings(
+        redis_url=redis_server.url, metrics_port=port, heartbeat_s=0.2, queue_key=QUEUE_KEY
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(settings, process=noop_process, stop=stop))
-    q = RedisSubmitter(redis_server.url)
+    q = RedisSubmitter(redis_server.url, sealer=sealer_for_tests())
     try:
         jid = await q.submit(b"x", Job(group=GROUP))
         assert (await q.wait(jid, 10)).status == "done"

@@ -10,11 +10,9 @@ import argparse
 import json
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
-# The shipped models: inside the installed package (inference/models in a clone).
-DEFAULT_MODELS = Path(str(resources.files("hbscreen.inference") / "models"))
+from hbscreen.inference.modelcard import MODELS_DIR as DEFAULT_MODELS  # inside the package
 
 
 def default_data() -> Path:

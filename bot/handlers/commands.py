@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from telegram import InputFile, Update
 
@@ -18,11 +18,15 @@ from .flow import END
 log = logging.getLogger(__name__)
 
 STATS_DAYS = 14
+# One row per photo. Times are in the deployment's HBSCREEN_TIMEZONE, with the UTC offset.
 CSV_COLUMNS = [
     "label",
     "time",
     "group",
+    "validated_for_group",
+    "danger_signs",
     "estimate",
+    "interval_level",
     "interval_low",
     "interval_high",
     "category",
@@ -143,18 +147,28 @@ def _cell(value: object) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-def records_csv(records: list[dict]) -> bytes:
+def _yes_no(value: object) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
+def records_csv(records: list[dict], tz: tzinfo = timezone.utc) -> bytes:
+    """The CSV a health worker takes to her register: local times, the group and whether the
+    model is validated for it, danger signs, the interval and its level."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for r in records:
-        when = datetime.fromtimestamp(r["time"], tz=timezone.utc).isoformat(timespec="seconds")
+        when = datetime.fromtimestamp(r["time"], tz=tz).isoformat(timespec="seconds")
+        level = r.get("level")
         writer.writerow(
             [
                 _cell(r.get("label")),
                 when,
                 r.get("group", ""),
+                _yes_no(r.get("validated")),
+                _yes_no(r.get("danger")),
                 "" if r.get("hb") is None else f"{r['hb']:.1f}",
+                "" if r.get("low") is None or not level else f"{level}%",
                 "" if r.get("low") is None else f"{r['low']:.1f}",
                 "" if r.get("high") is None else f"{r['high']:.1f}",
                 r.get("category") or "",
@@ -166,12 +180,15 @@ def records_csv(records: list[dict]) -> bytes:
 
 async def export(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
-    records = await context.services.store.records(person.h)
+    svc = context.services
+    records = await svc.store.records(person.h)
+    tz = svc.settings.tz
+    day = datetime.now(tz).date().isoformat()  # her local date: one file per day of work
     if not records:
         await update.effective_chat.send_message(t(person.lang, "There is nothing to export yet."))
         return
     await update.effective_chat.send_document(
-        InputFile(io.BytesIO(records_csv(records)), filename="screenings.csv"),
+        InputFile(io.BytesIO(records_csv(records, tz)), filename=f"screenings-{day}.csv"),
         caption=t(person.lang, "Your screenings as a CSV file."),
     )
 

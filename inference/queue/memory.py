@@ -56,6 +56,7 @@ class MemoryQueue(OutcomeWaiters):
         self.max_depth = config.max_depth
         self.job_deadline_s = config.job_deadline_s
         self.max_tries = config.max_tries
+        self.max_queued_bytes = config.max_queued_bytes
         self._entries: dict[str, _Entry] = {}
         self._ready: deque[str] = deque()
         self._final: OrderedDict[str, str] = OrderedDict()
@@ -70,6 +71,9 @@ class MemoryQueue(OutcomeWaiters):
     async def submit(self, image: bytes, job: Job) -> str:
         if len(self._entries) >= self.max_depth:
             raise QueueBusy(f"{self.max_depth} jobs are waiting")
+        queued = sum(len(e.image) for e in self._entries.values())
+        if self._entries and queued + len(image) > self.max_queued_bytes:
+            raise QueueBusy("the queued images fill the queue's memory")
         job = job.model_copy()
         job.id = job.id or uuid.uuid4().hex
         if job.id in self._entries or job.id in self._final:

@@ -35,6 +35,9 @@ class QueueConfig:
     The in-process queue uses the first three; Redis uses all of them."""
 
     max_depth: int = 200  # jobs waiting or in flight; beyond it submit() raises QueueBusy
+    # and the bytes of their images (Redis: sized to its maxmemory, so that no accepted job
+    # is ever refused or evicted); one job is always accepted into an empty queue
+    max_queued_bytes: int = 400 * 2**20
     job_deadline_s: float = 120.0  # a job not done by then ends as "expired"
     max_tries: int = 3  # a job whose models fail this often is dead-lettered
     image_ttl_s: int = 600  # the image bytes expire even if nobody cleans up

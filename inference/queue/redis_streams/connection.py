@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ...crypto import Sealer
 from ...result import ScreeningResult
 from ..protocol import Job, JobOutcome, OutcomeStatus, QueueConfig
 from .keys import FINAL_STATE_TTL_S, WORKERS_GROUP, Keys
@@ -28,6 +29,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 1.0
 SCRIPTS = ("submit", "begin", "finish", "requeue", "cancel", "keep_alive", "expire")
 
 
@@ -39,16 +41,20 @@ def script_source(name: str) -> str:
 
 def connect(url: str, *, retry_for_s: float) -> aioredis.Redis:
     """A client whose commands are retried on connection errors and timeouts, with exponential
-    backoff and jitter (50 ms doubling to 1 s), for about `retry_for_s` seconds.
+    backoff and full jitter (up to 50 ms doubling to 1 s), for at most about `retry_for_s`.
 
     Every command the queue sends is safe to repeat: the scripts check the job's state first
     and submit recognises its own job."""
-    retries = max(0, round(retry_for_s))  # ~1 s per retry once the backoff reached its cap
+    backoff = ExponentialWithJitterBackoff(base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S)
+    retries, worst = 0, 0.0
+    while worst < retry_for_s:
+        worst += min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**retries)
+        retries += 1
     return aioredis.Redis.from_url(
         url,
         decode_responses=False,
         health_check_interval=10,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+        retry=Retry(backoff, retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError, OSError],
     )
 
@@ -69,24 +75,48 @@ def stream_entries(resp: Any, stream: str) -> list[tuple[bytes, dict[bytes, byte
     return resp[0][1]
 
 
-def parse_outcome(fields: dict[bytes, bytes]) -> JobOutcome:
-    """A results-stream entry -> JobOutcome."""
-    job = Job.model_validate_json(fields[b"job"])
+class Blobs:
+    """What the queue writes to Redis about a person — the image, the job, the result and the
+    heatmap — sealed with AES-GCM when a `Sealer` is given (bound to the job id and field, so
+    a blob moved to another job does not open), so neither Redis's memory nor its AOF/RDB
+    files hold them in plaintext. Without a sealer (tests, development) they pass as is."""
+
+    def __init__(self, sealer: Sealer | None) -> None:
+        self.sealer = sealer
+
+    def seal(self, job_id: str, field: str, plain: bytes) -> bytes:
+        if self.sealer is None or not plain:
+            return plain
+        return self.sealer.seal(plain, f"hbscreen-queue/{job_id}/{field}".encode())
+
+    def open(self, job_id: str, field: str, blob: bytes) -> bytes:
+        """Raises `hbscreen.inference.crypto.TamperedError` when the blob does not open."""
+        if self.sealer is None or not blob:
+            return blob
+        return self.sealer.open(blob, f"hbscreen-queue/{job_id}/{field}".encode())
+
+
+def parse_outcome(fields: dict[bytes, bytes], blobs: Blobs) -> JobOutcome:
+    """A results-stream entry -> JobOutcome (opening what the worker sealed)."""
+    job_id = s(fields[b"id"])
+    job = Job.model_validate_json(blobs.open(job_id, "job", fields[b"job"]))
     job.tries = int(fields.get(b"tries") or 0)
-    raw = fields.get(b"result") or b""
+    raw = blobs.open(job_id, "result", fields.get(b"result") or b"")
     result = ScreeningResult.model_validate_json(raw) if raw else None
     status: OutcomeStatus = s(fields[b"status"])  # type: ignore[assignment]
-    return JobOutcome(
-        job=job, status=status, result=result, heatmap_jpeg=fields.get(b"heatmap") or None
-    )
+    heatmap = blobs.open(job_id, "heatmap", fields.get(b"heatmap") or b"")
+    return JobOutcome(job=job, status=status, result=result, heatmap_jpeg=heatmap or None)
 
 
 class RedisSide:
     """The connection, keys, scripts and housekeeping one side of the queue needs."""
 
-    def __init__(self, url: str, config: QueueConfig, *, retry_for_s: float) -> None:
+    def __init__(
+        self, url: str, config: QueueConfig, *, retry_for_s: float, sealer: Sealer | None
+    ) -> None:
         self.url = url
         self.config = config
+        self.blobs = Blobs(sealer)
         self.keys = Keys(config.prefix)
         self.max_depth = config.max_depth
         self.max_tries = config.max_tries
@@ -126,14 +156,21 @@ class RedisSide:
         due = await self.r.zrangebyscore(k.deadlines, "-inf", wall, start=0, num=100)
         n = 0
         for raw in due:
-            job_id = s(raw)
+            job_id = s(raw)  # type: ignore[arg-type]  # ZRANGEBYSCORE without scores: members
             origin = await self.r.hget(k.job(job_id), "origin")
             if origin is None:  # the job hash expired or ended: nothing to tell anyone
                 await self.r.zrem(k.deadlines, job_id)
                 continue
             n += int(
                 await self.scripts["expire"](
-                    keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines, s(origin)],
+                    keys=[
+                        k.jobs,
+                        k.job(job_id),
+                        k.image(job_id),
+                        k.deadlines,
+                        s(origin),
+                        k.queued_bytes,
+                    ],
                     args=[
                         WORKERS_GROUP,
                         wall,

@@ -11,6 +11,7 @@ A queue is one stream, so it lives on one shard; run several prefixes to spread 
 - `{p}:job:{id}`           hash: job JSON, results stream, current entry id, tries, state
                            ("queued" until it becomes done/dead/expired/cancelled); TTL. When
                            the job ends only the state stays, for `FINAL_STATE_TTL_S`.
+- `{p}:bytes`              the bytes of the images of queued jobs (the queue's memory bound).
 - `{p}:deadlines`          sorted set id -> deadline; whoever runs housekeeping expires due
                            jobs, so a person gets an "expired" answer even with no worker up.
 - `{p}:results:{name}`     stream of outcomes for one submitter (the bot, one CLI batch), read
@@ -49,6 +50,10 @@ class Keys:
     @property
     def deadlines(self) -> str:
         return f"{self.tag}:deadlines"
+
+    @property
+    def queued_bytes(self) -> str:
+        return f"{self.tag}:bytes"
 
     @property
     def dead(self) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from ...crypto import Sealer, TamperedError
 from ..protocol import Job, JobOutcome, OutcomeWaiters, QueueBusy, QueueConfig
 from .connection import TRANSIENT, RedisSide, parse_outcome, s, stream_entries
 from .keys import FINAL_STATE_TTL_S, WORKERS_GROUP
@@ -26,7 +27,8 @@ class RedisSubmitter(OutcomeWaiters):
     private stream, deleted on close, so two submitters never read each other's outcomes.
 
     Commands are retried on transient errors for `retry_for_s` only (a person waits for the
-    answer: better "busy, try later" soon than a long silence)."""
+    answer: better "busy, try later" soon than a long silence). With `sealer` (the key the bot
+    and the workers share) the image, the job and the outcomes are encrypted in Redis."""
 
     def __init__(
         self,
@@ -35,9 +37,10 @@ class RedisSubmitter(OutcomeWaiters):
         *,
         submitter: str | None = "bot",
         retry_for_s: float = 2.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.config = config or QueueConfig()
-        self.side = RedisSide(url, self.config, retry_for_s=retry_for_s)
+        self.side = RedisSide(url, self.config, retry_for_s=retry_for_s, sealer=sealer)
         self.keys = self.side.keys
         self.r = self.side.r
         self.max_depth = self.config.max_depth
@@ -58,12 +61,12 @@ class RedisSubmitter(OutcomeWaiters):
         job.submitted_at = now
         job.deadline_at = job.deadline_at or now + self.config.job_deadline_s
         job.tries = 0
-        k = self.keys
+        k, blobs = self.keys, self.side.blobs
         entry = await self.side.scripts["submit"](
-            keys=[k.jobs, k.job(job.id), k.image(job.id), k.deadlines],
+            keys=[k.jobs, k.job(job.id), k.image(job.id), k.deadlines, k.queued_bytes],
             args=[
-                image,
-                job.model_dump_json(),
+                blobs.seal(job.id, "image", image),
+                blobs.seal(job.id, "job", job.model_dump_json().encode()),
                 self.results_key,
                 self.config.max_depth,
                 self.config.image_ttl_s,
@@ -71,16 +74,18 @@ class RedisSubmitter(OutcomeWaiters):
                 job.deadline_at,
                 self.side.stream_maxlen,
                 job.id,
+                self.config.max_queued_bytes,
+                self.config.results_ttl_s,
             ],
         )
         if entry is None:
-            raise QueueBusy(f"{self.config.max_depth} jobs are waiting")
+            raise QueueBusy("the queue is full (jobs or bytes)")
         return job.id
 
     async def cancel(self, job_id: str) -> bool:
         k = self.keys
         res = await self.side.scripts["cancel"](
-            keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines],
+            keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines, k.queued_bytes],
             args=[WORKERS_GROUP, FINAL_STATE_TTL_S, job_id],
         )
         return bool(res)
@@ -129,9 +134,18 @@ class RedisSubmitter(OutcomeWaiters):
             if pending_first and not entries:
                 pending_first = False
             for eid, fields in entries:
-                if fields:
-                    yield parse_outcome(fields)
                 acks.append(eid)  # acknowledged once the consumer asks for the next one
+                if not fields:
+                    continue
+                try:
+                    outcome = parse_outcome(fields, self.side.blobs)
+                except TamperedError:  # another key (misconfigured) or altered in Redis
+                    log.error(
+                        "outcome does not decrypt: is HBSCREEN_QUEUE_KEY the same everywhere?",
+                        extra={"job_id": s(fields.get(b"id"))},
+                    )
+                    continue
+                yield outcome
             with contextlib.suppress(*TRANSIENT):
                 await self.side.sweep()
 
@@ -146,5 +160,5 @@ class RedisSubmitter(OutcomeWaiters):
     # ---------------------------------------------------------------- operators and tests
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters (no routing data in them)."""
-        entries = await self.r.xrevrange(self.keys.dead, count=count)
+        entries: Any = await self.r.xrevrange(self.keys.dead, count=count)
         return [{s(k): s(v) for k, v in f.items()} for _, f in entries]

@@ -13,9 +13,11 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
 
 from redis.exceptions import ResponseError
 
+from ...crypto import Sealer, TamperedError
 from ...result import ScreeningResult
 from ..protocol import Delivery, Job, OutcomeStatus, QueueConfig, Skipped, failed_result
 from .connection import RedisSide, s, stream_entries
@@ -35,13 +37,19 @@ def default_consumer_name() -> str:
 
 class RedisJobSource:
     """`JobSource` on Redis Streams. Settling a job (finish, retry) is retried on transient
-    errors for `retry_for_s` (Redis restarting): the work is done, do not lose it."""
+    errors for `retry_for_s` (Redis restarting): the work is done, do not lose it. `sealer`:
+    the key shared with the submitters (images in, results and heatmaps out, encrypted)."""
 
     def __init__(
-        self, url: str, config: QueueConfig | None = None, *, retry_for_s: float = 60.0
+        self,
+        url: str,
+        config: QueueConfig | None = None,
+        *,
+        retry_for_s: float = 60.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.config = config or QueueConfig()
-        self.side = RedisSide(url, self.config, retry_for_s=retry_for_s)
+        self.side = RedisSide(url, self.config, retry_for_s=retry_for_s, sealer=sealer)
         self.keys = self.side.keys
         self.r = self.side.r
         self.max_tries = self.config.max_tries
@@ -97,14 +105,14 @@ class RedisJobSource:
             if claimed:
                 log.info("reclaimed stalled jobs", extra={"count": len(claimed)})
         if not entries:
-            resp = await self.r.xreadgroup(
+            reply: Any = await self.r.xreadgroup(
                 WORKERS_GROUP,
                 consumer,
                 {jobs: ">"},
                 count=n,
                 block=max(1, int(block_s * 1000)),
             )
-            entries = stream_entries(resp, jobs)
+            entries = stream_entries(reply, jobs)
         return entries
 
     async def _start(self, entry: str, job_id: str) -> tuple[Delivery | None, Skipped | None]:
@@ -115,9 +123,20 @@ class RedisJobSource:
         if s(res[0]) == "skip":
             state = s(res[1])
             return None, "cancelled" if state == "cancelled" else None
-        tries, job, origin = int(res[1]), Job.model_validate_json(res[2]), s(res[3])
-        job.tries = tries
+        tries, origin, blobs = int(res[1]), s(res[3]), self.side.blobs
         image = res[4] if len(res) > 4 else None  # Lua turns a missing image into nil
+        try:
+            job = Job.model_validate_json(blobs.open(job_id, "job", res[2]))
+            image = blobs.open(job_id, "image", image) if image is not None else None
+        except TamperedError:  # sealed with another key, or altered: never guess its content
+            log.error(
+                "job does not decrypt: is HBSCREEN_QUEUE_KEY the same everywhere?",
+                extra={"job_id": job_id},
+            )
+            d = Delivery(job=Job(id=job_id, group=""), image=b"", handle=entry, results_to=origin)
+            await self.finish(d, "dead", None, reason="does not decrypt")
+            return None, "dead"
+        job.tries = tries
         d = Delivery(job=job, image=image or b"", handle=entry, results_to=origin)
         if job.deadline_at and time.time() > job.deadline_at:
             await self.finish(d, "expired", None)
@@ -139,15 +158,24 @@ class RedisJobSource:
         heatmap_jpeg: bytes | None = None,
         reason: str = "",
     ) -> str:
-        k, job_id = self.keys, d.job.id
+        k, job_id, blobs = self.keys, d.job.id, self.side.blobs
+        payload = result.model_dump_json().encode() if result is not None else b""
         res = await self.side.scripts["finish"](
-            keys=[k.jobs, k.job(job_id), k.image(job_id), k.deadlines, d.results_to, k.dead],
+            keys=[
+                k.jobs,
+                k.job(job_id),
+                k.image(job_id),
+                k.deadlines,
+                d.results_to,
+                k.dead,
+                k.queued_bytes,
+            ],
             args=[
                 d.handle,
                 WORKERS_GROUP,
                 status,
-                result.model_dump_json() if result is not None else "",
-                heatmap_jpeg or b"",
+                blobs.seal(job_id, "result", payload),
+                blobs.seal(job_id, "heatmap", heatmap_jpeg or b""),
                 self.side.stream_maxlen,
                 self.config.results_ttl_s,
                 reason,
