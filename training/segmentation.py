@@ -1063,6 +1063,17 @@ def card_section_md(seg: dict[str, Any]) -> list[str]:
         prev = m.get("previous_model_on_real_photos")
         if prev:
             lines += ["", f"For comparison, {prev}."]
+        met = cv["iou_mean"] >= 0.80
+        lines += ["", f"Target (CV mean IoU >= 0.80 by patient): {'met' if met else 'NOT met'}."]
+        lim = m.get("what_limits_real_photo_iou")
+        if lim and not met:
+            lines += [
+                f"What limits it: {lim['reading']}.",
+                "Evidence (folds 0 and 1; `iou_of_true_mask_eroded_by_px_at_1280` = IoU of the "
+                "expert mask with itself shrunk by that many pixels): "
+                + "; ".join(f"{k}: {json.dumps(v)}" for k, v in lim.items() if k != "reading")
+                + ".",
+            ]
     lines += [
         "",
         f"Held-out renderings (final model): IoU {rend.get('iou_mean', float('nan')):.3f}, "
