@@ -86,7 +86,10 @@ def test_shipped_model_finds_the_conjunctiva_in_the_example():
     _, truth = render_example("eyelid")  # the same seed re-renders the example's mask
     truth = truth > 0.5
     iou = (pred & truth).sum() / (pred | truth).sum()
-    assert iou > 0.7, f"IoU {iou:.3f}"
+    # The renderer's mask is the whole everted conjunctiva; since 1.1.0 the model follows the
+    # Eyes-defy experts, who mark the palpebral band only (the fold above it excluded), so it
+    # marks less of a rendering than the renderer's mask holds (held-out renderings IoU 0.62).
+    assert iou > 0.65, f"IoU {iou:.3f}"
 
 
 # ---- annotated photos (Eyes-defy-anemia layout) ---------------------------------------------
@@ -186,8 +189,11 @@ def test_cv_folds_are_disjoint_by_patient():
     assert folds == cv_folds(patients, 5, seed=0)
 
 
-def test_augmentation_reframes_and_keeps_the_mask_aligned():
+def test_augmentation_reframes_and_keeps_the_mask_aligned(monkeypatch):
+    from hbscreen.training import seg_augment
     from hbscreen.training.seg_augment import RealPhoto, augment
+
+    monkeypatch.setattr(seg_augment, "PALLOR_P", 0.0)  # pallor removes the red on purpose
 
     # a flat red band on grey: after any warp and re-lighting the mask must still sit on red
     rgb = np.full((1000, 750, 3), 110, np.uint8)
@@ -269,3 +275,14 @@ def test_train_with_cv_carries_the_patient_cv_into_the_card(tmp_path):
     assert any("Eyes-defy" in c for c in card.citation)
     md = "\n".join(card_section_md(card.model_dump(mode="json")))
     assert "| **all** | 5 |" in md and "CC BY 4.0" in md
+
+
+def test_pallor_makes_the_conjunctiva_pale():
+    from hbscreen.training.seg_augment import _pallor
+
+    img = np.full((64, 64, 3), (200, 60, 70), np.uint8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[24:40, 8:56] = 1
+    out = _pallor(np.random.default_rng(0), img, mask).astype(int)
+    assert out[32, 32, 0] - out[32, 32, 1] < 0.6 * (200 - 60)  # less red inside
+    assert (out[2, 2] == img[2, 2]).all()  # untouched far away
