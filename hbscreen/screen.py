@@ -183,9 +183,9 @@ def write_mask(folder: Path, stem: str, data: bytes, mask: object, threshold: fl
     import numpy as np
 
     m = np.asarray(mask, dtype=np.float32)
-    h, w = upright_size(data, m.shape[:2])
+    h, w = upright_size(data, (m.shape[0], m.shape[1]))
     if (h, w) != m.shape[:2]:
-        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        m = np.asarray(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{stem}.png"
     if not cv2.imwrite(str(target), np.where(m >= threshold, 255, 0).astype(np.uint8)):
