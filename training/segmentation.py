@@ -123,7 +123,7 @@ def preprocessing(size: int = 256) -> Preprocessing:
         colour="rgb",
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375],
-        resize="hbscreen.inference.preprocess.shrink (pyrDown while >= 2x, then cv2.INTER_AREA)",
+        resize="hbscreen.inference.preprocess.shrink (pyrDown while >= 2x, then bilinear)",
     )
 
 
@@ -725,7 +725,7 @@ def train_segmentation(
             f"(~{HOLDOUT_FRACTION:.0%}) held out (seed {seed}); metrics on {len(eval_set)} "
             "renderings built only from held-out cut-outs (photos 360/480 px on the short side), "
             "scored at photo resolution after the serving post-processing "
-            "(preprocess.segmentation_mask, threshold)"
+            "(preprocess.segment_two_pass, threshold)"
         ),
     }
     if real_eval:
