@@ -86,8 +86,6 @@ async def count_update(update: object, context: BotContext) -> None:
 
 # Updates already apologised for (an update can fail in a handler and again in the flush).
 _APOLOGISED: OrderedDict[int, None] = OrderedDict()
-BUSY_TEXT = "Many people are using the service now. Please try again in a few minutes."
-SORRY_TEXT = "Sorry, something went wrong. Please try again, or send /start."
 
 
 def storage_unavailable(err: BaseException | None) -> bool:
@@ -136,7 +134,13 @@ async def on_error(update: object, context: BotContext) -> None:
         with contextlib.suppress(Exception):  # the chosen language, if the store answers soon
             lang = (await asyncio.wait_for(load_person(update, context), 1.0)).lang
     try:
-        await update.effective_chat.send_message(t(lang, BUSY_TEXT if down else SORRY_TEXT))
+        if down:
+            text = t(
+                lang, "Many people are using the service now. Please try again in a few minutes."
+            )
+        else:
+            text = t(lang, "Sorry, something went wrong. Please try again, or send /start.")
+        await update.effective_chat.send_message(text)
     except Exception as e:  # the error handler must never raise
         log.info("could not apologise: %s", type(e).__name__)
 
