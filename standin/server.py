@@ -22,6 +22,7 @@ from hbscreen.inference.limits import MAX_BYTES
 
 from .entities import render_text, utf16_len
 from .errors import ApiError, bad_request
+from .limits import FloodControl
 from .state import (
     ApiCall,
     ChangeSignal,
@@ -170,8 +171,10 @@ class BotAPIStandIn:
         bot_name: str = "hbscreen (stand-in)",
         host: str = "127.0.0.1",
         port: int = 0,
+        flood_control: FloodControl | None = None,
     ) -> None:
         self.token = token
+        self.flood = flood_control  # Telegram-like 429s past the limits (standin/limits.py)
         self.host = host
         self.port = port
         self.bot_user: dict[str, Any] = {
@@ -468,6 +471,10 @@ class BotAPIStandIn:
                     self.fault_log.append((name, f"answered {fault.status}"))
                     raise fault.error()
                 self.fault_log.append((name, f"slow ({fault.delay_s:g} s)"))
+            if self.flood is not None:
+                refusal = self.flood.check(name, params.values)
+                if refusal is not None:
+                    raise refusal
             result = await handler(params)
             if fault is not None and fault.reply_lost:
                 self.fault_log.append((name, "processed, answer lost"))

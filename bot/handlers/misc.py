@@ -13,7 +13,7 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from .. import metrics
-from ..i18n import pick_language, t
+from ..i18n import N_, pick_language, t
 from ..services import BotContext, load_person
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ async def count_update(update: object, context: BotContext) -> None:
 
 # Updates already apologised for (an update can fail in a handler and again in the flush).
 _APOLOGISED: OrderedDict[int, None] = OrderedDict()
+BUSY_TEXT = N_("Many people are using the service now. Please try again in a few minutes.")
+SORRY_TEXT = N_("Sorry, something went wrong. Please try again, or send /start.")
 
 
 def storage_unavailable(err: BaseException | None) -> bool:
@@ -134,13 +136,7 @@ async def on_error(update: object, context: BotContext) -> None:
         with contextlib.suppress(Exception):  # the chosen language, if the store answers soon
             lang = (await asyncio.wait_for(load_person(update, context), 1.0)).lang
     try:
-        if down:
-            text = t(
-                lang, "Many people are using the service now. Please try again in a few minutes."
-            )
-        else:
-            text = t(lang, "Sorry, something went wrong. Please try again, or send /start.")
-        await update.effective_chat.send_message(text)
+        await update.effective_chat.send_message(t(lang, BUSY_TEXT if down else SORRY_TEXT))
     except Exception as e:  # the error handler must never raise
         log.info("could not apologise: %s", type(e).__name__)
 
