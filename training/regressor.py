@@ -53,6 +53,10 @@ class RegressorConfig:
     hist_channels: int = 3  # the first channels the colour centres live in
     identity: bool = False  # also pool the colour channels themselves (mean colour)
     balanced_centres: bool = False  # k-means pixels drawn equally from each capture domain
+    # Separate features and head per capture domain: each domain gets `centres` colour centres
+    # of its own pixels and a ridge head fitted on its own items (own penalty); the heads share
+    # only the pooled colour channels' positions. One graph, the group input selects.
+    domain_features: bool = False
     dark_exclude: float | None = None  # drop near-black pixels (max RGB below) from the mask
     # Populations of the group input (one-hot order) and the head (capture domain) of each;
     # empty: no group input (the single-population model of issue 3).
@@ -101,19 +105,36 @@ class MaskedFeatures(nn.Module):
     Global average pooling of this output is a soft colour histogram of the conjunctiva,
     whatever the crop's background or the mask's area. The Grad-CAM target layer."""
 
-    def __init__(self, centres: np.ndarray, sigma: float, identity_channels: int = 0):
+    def __init__(
+        self,
+        centres: np.ndarray,
+        sigma: float,
+        identity_channels: int = 0,
+        widths: np.ndarray | None = None,
+    ):
         super().__init__()
         self.identity_channels = int(identity_channels)
         c = torch.as_tensor(np.asarray(centres, np.float32))
         self.hist_channels = int(c.shape[1])
         self.n_centres = int(c.shape[0])
         inv = 1.0 / (2.0 * float(sigma) ** 2)
-        # -|x - c|^2 / 2s^2 = (2 x.c - |c|^2 - |x|^2) * inv: a 1x1 conv and a channel sum
+        # -|x - c|^2 / 2s^2 = (2 x.c - |c|^2 - |x|^2) * inv: a 1x1 conv and a channel sum.
+        # With per-centre, per-channel `widths` (K x C sigmas: a capture domain's own colour
+        # scale) the |x|^2 term becomes a second 1x1 conv on x*x.
         self.proj = nn.Conv2d(c.shape[1], max(1, c.shape[0]), 1)
+        self.quad: nn.Conv2d | None = None
         if self.n_centres:
-            with torch.no_grad():
-                self.proj.weight.copy_((2 * inv * c)[:, :, None, None])
-                self.proj.bias.copy_(-inv * (c * c).sum(1))
+            if widths is None:
+                with torch.no_grad():
+                    self.proj.weight.copy_((2 * inv * c)[:, :, None, None])
+                    self.proj.bias.copy_(-inv * (c * c).sum(1))
+            else:
+                iv = 1.0 / (2.0 * torch.as_tensor(np.asarray(widths, np.float32)) ** 2)
+                self.quad = nn.Conv2d(c.shape[1], c.shape[0], 1, bias=False)
+                with torch.no_grad():
+                    self.proj.weight.copy_((2 * iv * c)[:, :, None, None])
+                    self.proj.bias.copy_(-(iv * c * c).sum(1))
+                    self.quad.weight.copy_((-iv)[:, :, None, None])
         self.register_buffer("inv", torch.tensor(inv))
         # max(mean mask, floor) exports as Max with a constant (clamp_min would export a Clip
         # whose bound onnx2torch cannot read, leaving the benchmark without an eager twin)
@@ -126,7 +147,10 @@ class MaskedFeatures(nn.Module):
         weight = mask / scale
         parts = []
         if self.n_centres:
-            logits = self.proj(colour) - self.inv * (colour * colour).sum(1, keepdim=True)
+            if self.quad is None:
+                logits = self.proj(colour) - self.inv * (colour * colour).sum(1, keepdim=True)
+            else:
+                logits = self.proj(colour) + self.quad(colour * colour)
             parts.append(torch.exp(logits) * weight)
         if self.identity_channels:
             parts.append(x[:, : self.identity_channels] * weight)
@@ -143,10 +167,15 @@ class HbNet(nn.Module):
     linear head (weights `head_weight[p]`, offset `head_bias[p]`)."""
 
     def __init__(
-        self, centres: np.ndarray, sigma: float, identity_channels: int = 0, populations: int = 1
+        self,
+        centres: np.ndarray,
+        sigma: float,
+        identity_channels: int = 0,
+        populations: int = 1,
+        widths: np.ndarray | None = None,
     ):
         super().__init__()
-        self.features = MaskedFeatures(centres, sigma, identity_channels)
+        self.features = MaskedFeatures(centres, sigma, identity_channels, widths)
         k = self.features.out_channels
         self.head_weight = nn.Parameter(torch.zeros(max(1, populations), k))
         self.head_bias = nn.Parameter(torch.zeros(max(1, populations)))
@@ -296,6 +325,31 @@ def make_net(
     from each capture domain with `balanced_centres`) and an empty head."""
     torch.manual_seed(seed)
     n_colour = x.shape[1] - 1
+    ch = min(cfg.hist_channels, n_colour)
+    if cfg.domain_features and cfg.populations and pops is not None:
+        dom = item_domains(cfg, pops)
+        parts, widths = [], []
+        for h in range(n_domains(cfg)):
+            xs = x[dom == h] if (dom == h).any() else x  # no items of a domain: all pixels
+            # the domain's own colour scale: centres and widths found in its standardised
+            # coordinates, then mapped back to the card's (pooled) normalisation
+            m = xs[:, -1] > 0.5
+            px = np.moveaxis(xs[:, :ch], 1, -1)[m]
+            mu, sd = px.mean(axis=0), np.maximum(px.std(axis=0), 1e-3)
+            xd = xs.copy()
+            xd[:, :ch] = (xs[:, :ch] - mu[None, :, None, None] * xs[:, -1:]) / sd[
+                None, :, None, None
+            ]
+            c = colour_centres(xd, cfg.centres, seed + h, channels=ch)
+            parts.append(mu + c * sd)
+            widths.append(np.tile(cfg.sigma * sd, (len(c), 1)))
+        return HbNet(
+            np.concatenate(parts),
+            cfg.sigma,
+            identity_channels=n_colour if cfg.identity else 0,
+            populations=len(cfg.populations),
+            widths=np.concatenate(widths),
+        )
     domain = None
     if cfg.balanced_centres and cfg.populations and pops is not None:
         heads = cfg.heads or [0] * len(cfg.populations)
@@ -311,6 +365,53 @@ def make_net(
         identity_channels=n_colour if cfg.identity else 0,
         populations=len(cfg.populations) or 1,
     )
+
+
+def n_domains(cfg: RegressorConfig) -> int:
+    return (max(cfg.heads) + 1) if cfg.heads else 1
+
+
+def item_domains(cfg: RegressorConfig, pops: Sequence[str]) -> np.ndarray:
+    heads = cfg.heads or [0] * len(cfg.populations)
+    return np.array([heads[cfg.populations.index(p)] for p in pops])
+
+
+def _fit_domain_heads(
+    f: np.ndarray, z: np.ndarray, cfg: RegressorConfig, pops: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per capture domain: a ridge (penalty by GCV on the domain's own items) on that domain's
+    centre block + the pooled colour channels, with an offset per population of the domain.
+    A domain without items (leave-one-site-out) gets a head fitted on all items over its
+    block, its populations the mean offset. Returns (P x K weights, P offsets, mean alpha)."""
+    from sklearn.linear_model import RidgeCV
+
+    n_pop, k = len(cfg.populations), f.shape[1]
+    n_dom = n_domains(cfg)
+    heads = np.asarray(cfg.heads or [0] * n_pop)
+    n_ident = (COLOUR_CHANNELS.get(cfg.colour, 3)) if cfg.identity else 0
+    per = (k - n_ident) // n_dom
+    dom = item_domains(cfg, pops)
+    pop_idx = np.array([cfg.populations.index(p) for p in pops])
+    weight, bias, alphas = np.zeros((n_pop, k)), np.zeros(n_pop), []
+    for h in range(n_dom):
+        cols = np.r_[np.arange(h * per, (h + 1) * per), np.arange(k - n_ident, k)]
+        rows = np.flatnonzero(dom == h)
+        empty = rows.size == 0
+        if empty:
+            rows = np.arange(len(z))
+        fh = f[np.ix_(rows, cols)]
+        fm, fs = fh.mean(axis=0), fh.std(axis=0) + 1e-6
+        own = sorted(set(pop_idx[rows].tolist()))
+        g = (pop_idx[rows][:, None] == np.array(own)[None]).astype(np.float64)
+        ridge = RidgeCV(alphas=np.logspace(-1, 4, 16), fit_intercept=False)
+        ridge.fit(np.hstack([(fh - fm) / fs, g * OFFSET_SCALE]), z[rows])
+        alphas.append(float(ridge.alpha_))
+        w = ridge.coef_[: len(cols)] / fs
+        off = ridge.coef_[len(cols) :] * OFFSET_SCALE - (w * fm).sum()
+        for p in np.flatnonzero(heads == h):
+            weight[p, cols] = w
+            bias[p] = off[own.index(p)] if (p in own and not empty) else float(off.mean())
+    return weight, bias, float(np.mean(alphas))
 
 
 def train_regressor(
@@ -341,6 +442,13 @@ def train_regressor(
     if progress:
         progress("pooled features")
     f = net.pooled(x) if pooled is None else pooled
+    if cfg.domain_features and cfg.populations:
+        weight, bias, alpha = _fit_domain_heads(f, (y - y_mean) / y_std, cfg, pops or [])
+        with torch.no_grad():
+            net.head_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            net.head_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        net.eval()
+        return TrainedRegressor(net, cfg, y_mean, y_std, alpha)
     fm, fs = f.mean(axis=0), f.std(axis=0) + 1e-6
     fz = (f - fm) / fs
     k = f.shape[1]

@@ -254,6 +254,14 @@ def render_report(ev, summary: dict, out: Path, command: str, published: dict) -
             f"CP-AnemiC: MAE {_fmt(sc['mae'])}, r {_fmt(sc['pearson_r'])}, AUC Hb<11 "
             f"{_fmt(sc['auc_hb_lt_11'])}."
         )
+        pc = summary.get("previous_children_same_folds")
+        if pc:
+            add(
+                f"\nThe same recipe (children only, no group input) refitted on THIS evaluation's "
+                f"folds: children MAE {_fmt(pc['mae'])}, r {_fmt(pc['pearson_r'])}, AUC Hb<11 "
+                f"{_fmt(pc['auc_hb_lt_11'])} - the yardstick for 'no worse than shipped' (the "
+                "fold partition alone moves the figures by a few hundredths)."
+            )
         if "shipped_graph_on_adults" in pv:
             add(
                 f"\nIts shipped graph (version {pv.get('shipped_graph_version')}) on the adult "
@@ -321,6 +329,19 @@ def render_report(ev, summary: dict, out: Path, command: str, published: dict) -
             f"{_fmt(ps['photo_minus_cutout_mean'])}, mean |difference| "
             f"{_fmt(ps['photo_minus_cutout_mad'])} g/dL.\n"
         )
+    if summary.get("photos_ablation"):
+        pa = summary["photos_ablation"]
+        add("## Do the served-segmentation photos help? (same folds, fixed model)\n")
+        add("| training | adults MAE / r / AUC | India MAE / r / AUC | children MAE |")
+        add("|---|---|---|---|")
+        for name, r in pa.items():
+            a, i, c = r.get("adult", {}), r.get("india", {}), r.get("child", {})
+            add(
+                f"| {name.replace('_', ' ')} | {_fmt(a.get('mae'))} / {_fmt(a.get('pearson_r'))} "
+                f"/ {_fmt(a.get('auc'))} | {_fmt(i.get('mae'))} / {_fmt(i.get('pearson_r'))} / "
+                f"{_fmt(i.get('auc'))} | {_fmt(c.get('mae'))} |"
+            )
+        add("")
     if "robustness" in summary:
         rb = summary["robustness"]
         add("## Robustness to a cheap phone\n")

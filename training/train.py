@@ -144,6 +144,12 @@ def train_regression(
         group_input=GroupInput(populations=list(POPULATIONS), population_of=dict(POPULATION_OF)),
         extra={
             "architecture": _architecture(model),
+            "features": {
+                "centres": model.net.features.n_centres,
+                "per_domain_widths": model.net.features.quad is not None,
+                "identity_channels": model.net.features.identity_channels,
+                "sigma": model.cfg.sigma,
+            },
             "model_variant": name,
             "inner_cv_score": {k: round(v, 4) for k, v in scores.items()},
             "operating_point": {
