@@ -30,9 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hbscreen.inference.queue.base import Job, QueueBusy  # noqa: E402
-from hbscreen.inference.queue.redis_streams import RedisStreamsQueue  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from hbscreen.inference.queue.protocol import (  # noqa: E402
+    Job,
+    QueueBusy,
+    QueueConfig,
+)
+from hbscreen.inference.queue.redis_streams import RedisSubmitter  # noqa: E402
+from tests.redis_server import QUEUE_KEY, RedisServer, sealer_for_tests  # noqa: E402
 
 GROUP = "child-24-59m"
 
@@ -52,7 +56,7 @@ def cpu_s(pid: int | None = None) -> float:
 
 
 def spawn(url: str, cores: str | None, process: str | None, models: Path | None):
-    cmd = [sys.executable, "-m", "hbscreen.inference.worker", "--redis", url]
+    cmd = [sys.executable, "-m", "hbscreen.cli", "worker", "--redis", url]
     if process:
         cmd += ["--process", process]
     if models:
@@ -60,6 +64,7 @@ def spawn(url: str, cores: str | None, process: str | None, models: Path | None)
     if cores and shutil.which("taskset"):
         cmd = ["taskset", "-c", cores, *cmd]
     env = os.environ | {
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,  # payloads sealed as deployed
         "PYTHONPATH": str(ROOT),
         "HBSCREEN_LOG_LEVEL": "WARNING",
         "OMP_NUM_THREADS": "1",
@@ -68,9 +73,9 @@ def spawn(url: str, cores: str | None, process: str | None, models: Path | None)
     return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
 
-async def wait_workers(q: RedisStreamsQueue, n: int) -> None:
+async def wait_workers(q: RedisSubmitter, n: int) -> None:
     until = time.monotonic() + 60
-    while len(await q.workers()) < n:
+    while len(await q.r.keys(q.keys.worker("*"))) < n:  # live workers' heartbeats
         if time.monotonic() > until:
             raise RuntimeError("workers did not start")
         await asyncio.sleep(0.1)
@@ -88,7 +93,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 async def overhead(url: str, n: int, redis_pid: int) -> None:
     procs = [spawn(url, None, "tests.redis_server:noop_process", None)]
-    q = RedisStreamsQueue(url, submitter="bench-overhead", delete_results_on_close=True)
+    q = RedisSubmitter(url, submitter=None, sealer=sealer_for_tests())
     try:
         await wait_workers(q, 1)
         it = q.outcomes()
@@ -122,8 +127,8 @@ async def throughput(
 ) -> float:
     cores = [str(i % (os.cpu_count() or 1)) for i in range(workers)]
     procs = [spawn(url, c, process, models) for c in cores]
-    q = RedisStreamsQueue(
-        url, submitter=f"bench-tp{workers}", max_depth=jobs + 10, delete_results_on_close=True
+    q = RedisSubmitter(
+        url, QueueConfig(max_depth=jobs + 10), submitter=None, sealer=sealer_for_tests()
     )
     try:
         await wait_workers(q, workers)
@@ -161,7 +166,7 @@ async def burst(url: str, n: int = 1000) -> None:
     procs = [spawn(url, None, "tests.redis_server:noop_process", None) for _ in range(2)]
     try:
         # At the default depth limit (200): a burst gets clear "busy" answers.
-        q = RedisStreamsQueue(url, submitter="bench-burst", delete_results_on_close=True)
+        q = RedisSubmitter(url, submitter=None, sealer=sealer_for_tests())
         await wait_workers(q, 2)
         accepted, busy = [], 0
         t = time.perf_counter()
@@ -181,8 +186,8 @@ async def burst(url: str, n: int = 1000) -> None:
         )
         await q.close()
         # With room for all of them: every one completes.
-        q = RedisStreamsQueue(
-            url, submitter="bench-burst2", max_depth=n + 10, delete_results_on_close=True
+        q = RedisSubmitter(
+            url, QueueConfig(max_depth=n + 10), submitter=None, sealer=sealer_for_tests()
         )
         t = time.perf_counter()
         ids = [await q.submit(b"x" * 1000, Job(group=GROUP)) for _ in range(n)]

@@ -11,23 +11,22 @@ import signal
 
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults
+from telegram.ext import AIORateLimiter, ApplicationBuilder, Defaults
 
-from hbscreen.inference.queue.base import JobQueue
+from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings, get_settings
 
+from . import logscrub
 from .conversation import register_handlers
 from .delivery import run_delivery
 from .handlers.flow import set_default_commands
 from .persistence import StorePersistence
 from .reminders import send_due_reminders
-from .services import SERVICES, Services, hash_secret
+from .services import CONTEXT_TYPES, BotApplication, BotContext, Services, hash_secret
 from .storage import KeyRing, Store, make_store
+from .updates import guard_replays
 
 log = logging.getLogger(__name__)
-
-DELIVERY_TASK = "hbscreen_delivery_task"
-OWNS_STORE = "hbscreen_owns_store"
 
 
 def quiet_loggers() -> None:
@@ -39,14 +38,19 @@ def quiet_loggers() -> None:
 
 def build_application(
     settings: Settings, queue: JobQueue, *, store: Store | None = None
-) -> Application:
+) -> BotApplication:
     """The configured Application; the caller runs it (run_bot, or a test's serve_polling)."""
     quiet_loggers()
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     owns_store = store is None
-    store = store or make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:")
     keyring = KeyRing(hash_secret(settings))
+    store = store or make_store(
+        settings.redis_url,
+        prefix=f"{settings.redis_prefix}:bot:",
+        sealer=keyring.records,
+        record_ttl_s=settings.record_ttl_s,
+    )
     application = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
@@ -55,21 +59,24 @@ def build_application(
         .rate_limiter(AIORateLimiter(max_retries=3))
         .persistence(StorePersistence(store))
         .defaults(Defaults(parse_mode=ParseMode.HTML))
+        .context_types(CONTEXT_TYPES)
         .post_init(_post_init)
         .post_stop(_post_stop)
         .post_shutdown(_post_shutdown)
         .build()
     )
-    application.bot_data[SERVICES] = Services(settings, queue, store, keyring)
-    application.bot_data[OWNS_STORE] = owns_store
+    application.bot_data.services = Services(settings, queue, store, keyring)
+    application.bot_data.owns_store = owns_store
     register_handlers(application, keyring)
+    guard_replays(application, store)
     return application
 
 
-async def _post_init(application: Application) -> None:
-    svc: Services = application.bot_data[SERVICES]
+async def _post_init(application: BotApplication) -> None:
+    svc = application.bot_data.services
+    await svc.store.migrate()  # once: records of the old scheme cannot be read, they go
     await set_default_commands(application.bot, svc.settings.admin_ids)
-    application.bot_data[DELIVERY_TASK] = asyncio.create_task(
+    application.bot_data.delivery_task = asyncio.create_task(
         run_delivery(application), name="hbscreen-delivery"
     )
     if application.job_queue is not None:
@@ -79,26 +86,40 @@ async def _post_init(application: Application) -> None:
             first=1.0,
             name="reminders",
         )
+        if svc.settings.aof_rewrite_s > 0:  # expired and deleted data leave the disk too
+            application.job_queue.run_repeating(
+                _compact_store,
+                interval=svc.settings.aof_rewrite_s,
+                first=svc.settings.aof_rewrite_s,
+                name="aof-rewrite",
+            )
 
 
-async def _post_stop(application: Application) -> None:
-    task: asyncio.Task | None = application.bot_data.pop(DELIVERY_TASK, None)
+async def _compact_store(context: BotContext) -> None:
+    try:
+        await context.services.store.compact()
+    except Exception as e:  # e.g. a managed Redis that refuses BGREWRITEAOF
+        log.warning("scheduled AOF rewrite failed: %s", type(e).__name__)
+
+
+async def _post_stop(application: BotApplication) -> None:
+    task, application.bot_data.delivery_task = application.bot_data.delivery_task, None
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
 
-async def _post_shutdown(application: Application) -> None:
+async def _post_shutdown(application: BotApplication) -> None:
     await _post_stop(application)
-    if application.bot_data.get(OWNS_STORE):
-        await application.bot_data[SERVICES].store.close()
+    if application.bot_data.owns_store:
+        await application.bot_data.services.store.close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM): polling without HBSCREEN_WEBHOOK_URL, a
     webhook with it; /healthz, /readyz and /metrics are served in both modes."""
-    from hbscreen.inference.queue.factory import make_queue
+    from hbscreen.compose import wire_submitter
 
     from .webhook import make_web_app
 
@@ -108,7 +129,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    queue = make_queue(settings.redis_url, submitter="bot", settings=settings)
+    wiring = wire_submitter(settings, submitter="bot")
+    queue = wiring.queue
     application = build_application(settings, queue)
     webhook = bool(settings.webhook_url)
     if webhook and settings.webhook_secret is None:
@@ -123,7 +145,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # Listen before telling Telegram where to deliver, so no first update is refused.
         await runner.setup()
         await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
-        if webhook:
+        if settings.webhook_url and settings.webhook_secret:  # webhook (checked above)
             await application.bot.set_webhook(
                 settings.webhook_url,
                 secret_token=settings.webhook_secret.get_secret_value(),
@@ -131,6 +153,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             )
         else:
             await application.bot.delete_webhook()
+            if application.updater is None:  # ApplicationBuilder always makes one
+                raise RuntimeError("polling needs the Application's Updater")
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
         log.info(
             "bot running (%s); health on %s:%s",
@@ -148,7 +172,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await _post_stop(application)
         await application.shutdown()
         await _post_shutdown(application)
-        await queue.close()
+        await wiring.close()
 
 
 def run_bot(settings: Settings | None = None) -> None:
@@ -157,5 +181,6 @@ def run_bot(settings: Settings | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logscrub.install(logscrub.secrets_of(settings))  # whatever the level: no token, no chat
     quiet_loggers()
     asyncio.run(serve(settings))

@@ -12,18 +12,19 @@ import warnings
 
 from telegram import Update
 from telegram.ext import (
-    Application,
     CallbackQueryHandler,
     CommandHandler,
-    ContextTypes,
     MessageHandler,
     TypeHandler,
     filters,
 )
 from telegram.warnings import PTBUserWarning
 
+from hbscreen.inference.limits import IMAGE_EXTENSIONS
+
 from .handlers import commands, flow, misc, photo
 from .persistence import PersonConversationHandler
+from .services import BotApplication, BotContext
 from .storage import KeyRing
 
 CONVERSATION_NAME = "screening"
@@ -75,7 +76,8 @@ def build_conversation(keyring: KeyRing) -> PersonConversationHandler:
                 flow.LABEL: [MessageHandler(TEXT, flow.on_label), *reprompt],
                 flow.PATIENT_CONSENT: reprompt,
                 flow.GROUP: reprompt,
-                flow.DANGER: reprompt,
+                # A photo after the urgent referral means she still wants the estimate.
+                flow.DANGER: [MessageHandler(IMAGE_INPUT, photo.on_photo_after_danger), *reprompt],
                 flow.PHOTO: [
                     MessageHandler(IMAGE_INPUT, photo.on_photo),
                     MessageHandler(TEXT, flow.photo_expected),
@@ -88,11 +90,11 @@ def build_conversation(keyring: KeyRing) -> PersonConversationHandler:
         )
 
 
-async def _flush(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def _flush(update: object, context: BotContext) -> None:
     await context.application.update_persistence()
 
 
-def register_handlers(application: Application, keyring: KeyRing) -> None:
+def register_handlers(application: BotApplication, keyring: KeyRing) -> None:
     application.add_handler(TypeHandler(Update, misc.count_update), group=-2)
     application.add_handler(
         MessageHandler(
@@ -136,8 +138,8 @@ def register_handlers(application: Application, keyring: KeyRing) -> None:
 
 
 def _image_by_name() -> filters.BaseFilter:
-    exts = sorted(e.lstrip(".") for e in photo.IMAGE_EXTENSIONS)
-    f = filters.Document.FileExtension(exts[0])
+    exts = sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    f: filters.BaseFilter = filters.Document.FileExtension(exts[0])
     for ext in exts[1:]:
         f = f | filters.Document.FileExtension(ext)
     return f

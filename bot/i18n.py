@@ -5,12 +5,13 @@ is sent, or with ``N_("...")`` for a module-level constant that is translated la
 ``t(lang, CONSTANT)``. Every msgid is a ``str.format`` template: write literal braces as ``{{``
 and ``}}``. Placeholders are filled after translation, so a translator can move them.
 
-Update the catalogues after changing messages (extract, update, fill English, compile)::
+English is the source language and has no catalogue. After changing messages, from the
+repository root (Babel's own CLI; its configuration is in pyproject.toml, [tool.babel.*])::
 
-    python -m hbscreen.bot.i18n --update      # then translate the new entries in bot/locale/*/*.po
-    python -m hbscreen.bot.i18n --compile     # after editing translations
-    python -m hbscreen.bot.i18n --check       # exit 1 if anything is missing, fuzzy or stale
-    python -m hbscreen.bot.i18n --render out.txt   # every message in every language, for reading
+    pybabel extract && pybabel update     # then translate the new entries in bot/locale/*/*.po
+    pybabel compile                       # after editing translations
+    pytest tests/test_i18n.py             # fails if anything is missing, fuzzy or stale
+    python -m hbscreen.bot.i18n out.txt   # every message in every language, for reading
 
 Counts use ``tn(lang, singular, plural, n)``; numbers and dates use ``fmt_number`` and
 ``fmt_date`` so they read the way each locale writes them.
@@ -25,23 +26,19 @@ import logging
 import sys
 from datetime import date, datetime, timezone
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from babel import Locale
 from babel.dates import format_date
-from babel.messages.catalog import Catalog
 from babel.numbers import format_decimal
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "messages"
-LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+# The catalogues ship inside the package (gettext needs a real folder: not a zipped install).
+LOCALE_DIR = Path(str(resources.files("hbscreen.bot") / "locale"))
 POT_FILE = LOCALE_DIR / f"{DOMAIN}.pot"
-SOURCE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = SOURCE_DIR.parent
-BABEL_CFG = REPO_ROOT / "babel.cfg"
-# Babel keywords: t(lang, msgid, ...), tn(lang, singular, plural, n, ...), N_(msgid).
-EXTRACT_KEYWORDS: tuple[str, ...] = ("t:2", "tn:2,3", "N_")
 
 DEFAULT_LANGUAGE = "en"
 LANGUAGES: tuple[str, ...] = ("en", "fr", "sw", "hi", "ja")
@@ -67,7 +64,9 @@ def _normalise(lang: str | None) -> str:
 
 @cache
 def _translations(lang: str) -> gettext.NullTranslations:
-    """The compiled catalogue of one language, read once per process."""
+    """The compiled catalogue of one language, read once per process; English is the source."""
+    if lang == DEFAULT_LANGUAGE:
+        return gettext.NullTranslations()
     try:
         return gettext.translation(DOMAIN, localedir=str(LOCALE_DIR), languages=[lang])
     except OSError:
@@ -179,115 +178,7 @@ def commands_for(lang: str | None, *, admin: bool = False) -> list[tuple[str, st
 
 
 # ---------------------------------------------------------------------------------------------
-# Catalogue maintenance: python -m hbscreen.bot.i18n --update | --compile | --check
-
-
-def _pybabel(*args: str) -> None:
-    from babel.messages.frontend import CommandLineInterface
-
-    CommandLineInterface().run(["pybabel", "-q", *args])
-
-
-def extract(pot: Path = POT_FILE) -> None:
-    """Write every marked msgid under bot/ into the template, with repo-relative locations.
-
-    Same result as ``pybabel extract -F babel.cfg -k t:2 -k tn:2,3 -k N_ -o <pot> bot``
-    run from the repository root, without depending on the current directory.
-    """
-    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
-    from babel.messages.frontend import parse_keywords, parse_mapping_cfg
-    from babel.messages.pofile import write_po
-
-    with BABEL_CFG.open(encoding="utf-8") as fh:
-        method_map, options_map = parse_mapping_cfg(fh, str(BABEL_CFG))
-    keywords = {**DEFAULT_KEYWORDS, **parse_keywords(list(EXTRACT_KEYWORDS))}
-    catalog = Catalog(
-        project="hbscreen",
-        version="0.1",
-        copyright_holder="hbscreen contributors",
-        msgid_bugs_address="https://github.com/hbscreen/hbscreen/issues",
-        charset="utf-8",
-    )
-    base = SOURCE_DIR.relative_to(REPO_ROOT).as_posix()
-    for filename, lineno, message, comments, context in extract_from_dir(
-        str(SOURCE_DIR), method_map, options_map, keywords=keywords
-    ):
-        location = (f"{base}/{Path(filename).as_posix()}", lineno)
-        catalog.add(message, None, [location], auto_comments=comments, context=context)
-    if pot.exists() and _messages_of(pot) == _messages_of(catalog):
-        return  # unchanged: keep the file (and its creation date) as it is
-    pot.parent.mkdir(parents=True, exist_ok=True)
-    with pot.open("wb") as fh:
-        write_po(fh, catalog, width=0, sort_by_file=True)
-
-
-def _messages_of(source: Path | Catalog) -> list[tuple[object, ...]]:
-    """What a template says, ignoring its header dates."""
-    from babel.messages.pofile import read_po
-
-    if isinstance(source, Path):
-        with source.open("rb") as fh:
-            source = read_po(fh)
-    return sorted(
-        (repr(m.id), repr(m.context), repr(sorted(m.locations)), repr(m.auto_comments))
-        for m in source
-        if m.id
-    )
-
-
-def update_catalogues() -> None:
-    """Merge the template into each language's .po (creating missing ones).
-
-    A changed English msgid comes back as a fuzzy entry holding the old translation as a
-    starting point; fuzzy entries are left out of the .mo and fail tests/test_i18n.py until a
-    translator checks them and removes the fuzzy flag.
-    """
-    for lang in LANGUAGES:
-        po = LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
-        if po.exists():
-            _pybabel(
-                "update",
-                "--no-wrap",
-                "-D",
-                DOMAIN,
-                "-i",
-                str(POT_FILE),
-                "-d",
-                str(LOCALE_DIR),
-                "-l",
-                lang,
-            )
-        else:
-            _pybabel(
-                "init", "--no-wrap", "-D", DOMAIN, "-i", str(POT_FILE), "-d", str(LOCALE_DIR),
-                "-l", lang,
-            )  # fmt: skip
-    _fill_english()
-
-
-def _fill_english() -> None:
-    """English is the source language: its catalogue repeats each msgid."""
-    from babel.messages.pofile import read_po, write_po
-
-    po = LOCALE_DIR / DEFAULT_LANGUAGE / "LC_MESSAGES" / f"{DOMAIN}.po"
-    with po.open("rb") as fh:
-        catalog = read_po(fh, locale=DEFAULT_LANGUAGE)
-    for message in catalog:
-        if not message.id:
-            continue
-        if isinstance(message.id, tuple):
-            if not all(message.string):
-                message.string = tuple(message.id)
-        elif not message.string:
-            message.string = message.id
-        message.flags.discard("fuzzy")
-    with po.open("wb") as fh:
-        write_po(fh, catalog, width=0, sort_by_file=True)
-
-
-def compile_catalogues() -> None:
-    """Build the .mo files the bot reads (fuzzy entries are left out)."""
-    _pybabel("compile", "-D", DOMAIN, "-d", str(LOCALE_DIR), "--statistics")
+# Reading every message: python -m hbscreen.bot.i18n FILE
 
 
 def render_all(path: Path) -> int:
@@ -302,7 +193,7 @@ def render_all(path: Path) -> int:
     for message in template:
         if not message.id:
             continue
-        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        ids: tuple[str, ...] = (message.id,) if isinstance(message.id, str) else tuple(message.id)
         sample = {
             name: f"<{name}>"
             for text in ids
@@ -311,7 +202,7 @@ def render_all(path: Path) -> int:
         }
         lines = [f"### {ids[0]!r}"]
         for lang in LANGUAGES:
-            if isinstance(message.id, tuple):
+            if len(ids) > 1:
                 for n in (1, 3):
                     lines.append(f"[{lang} n={n}] {tn(lang, ids[0], ids[1], n, **sample)}")
             else:
@@ -321,33 +212,14 @@ def render_all(path: Path) -> int:
     return len(blocks)
 
 
-def _check() -> int:
-    import subprocess
-
-    test = REPO_ROOT / "tests" / "test_i18n.py"
-    return subprocess.call([sys.executable, "-m", "pytest", "-q", str(test)], cwd=REPO_ROOT)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hbscreen.bot.i18n", description=__doc__.split("\n")[0]
+        prog="python -m hbscreen.bot.i18n",
+        description="Write every message in every language to FILE, for a human to read.",
     )
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--update", action="store_true", help="extract, update .po, compile")
-    group.add_argument("--compile", action="store_true", help="compile .po into .mo")
-    group.add_argument("--check", action="store_true", help="run tests/test_i18n.py")
-    group.add_argument("--render", type=Path, metavar="FILE", help="write all messages to FILE")
+    parser.add_argument("file", type=Path, metavar="FILE")
     args = parser.parse_args(argv)
-    if args.update:
-        extract()
-        update_catalogues()
-        compile_catalogues()
-    elif args.compile:
-        compile_catalogues()
-    elif args.render:
-        print(f"{render_all(args.render)} messages x {len(LANGUAGES)} languages -> {args.render}")
-    else:
-        return _check()
+    print(f"{render_all(args.file)} messages x {len(LANGUAGES)} languages -> {args.file}")
     return 0
 
 

@@ -63,6 +63,21 @@ def danger(lang: str) -> InlineKeyboardMarkup:
     return _kb([(t(lang, "Yes, one or more"), "danger:yes"), (t(lang, "No"), "danger:no")])
 
 
+def after_danger(lang: str, worker: bool) -> InlineKeyboardMarkup:
+    """After a danger sign: the photo is optional, the next step is not."""
+    other = t(lang, "Next patient") if worker else t(lang, "Screen someone else")
+    return _kb(
+        [(t(lang, "Take the photo anyway"), "danger:photo")],
+        [(other, "after:other")],
+        [(t(lang, "Done"), "after:done")],
+    )
+
+
+def young_baby(lang: str, worker: bool) -> InlineKeyboardMarkup:
+    other = t(lang, "Next patient") if worker else t(lang, "Screen someone else")
+    return _kb([(other, "after:other")], [(t(lang, "Done"), "after:done")])
+
+
 def after_result(lang: str, worker: bool) -> InlineKeyboardMarkup:
     other = t(lang, "Next patient") if worker else t(lang, "Screen someone else")
     return _kb(

@@ -44,7 +44,7 @@ class StorePersistence(BasePersistence):
         )
         self.store = store
 
-    async def get_conversations(self, name: str) -> dict[tuple[str], object]:
+    async def get_conversations(self, name: str) -> dict[tuple[str | int, ...], object]:
         return {(h,): state for h, state in (await self.store.get_conversations(name)).items()}
 
     async def update_conversation(self, name: str, key: tuple, new_state: object | None) -> None:

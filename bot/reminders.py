@@ -9,26 +9,25 @@ from __future__ import annotations
 import logging
 
 from telegram.error import Forbidden, TelegramError
-from telegram.ext import ContextTypes
 
 from .i18n import t
-from .services import Person, now, save, services
+from .services import BotContext, Person, now, save
 
 log = logging.getLogger(__name__)
 
 WEEK_S = 7 * 24 * 3600
 
 
-async def schedule_reminder(context: ContextTypes.DEFAULT_TYPE, person: Person, weeks: int) -> None:
-    svc = services(context)
+async def schedule_reminder(context: BotContext, person: Person, weeks: int) -> None:
+    svc = context.services
     due = now() + weeks * WEEK_S
     await save(context, person, reminder_due=due, reminder_chat=svc.keyring.seal(person.chat_id))
     await svc.store.set_reminder(person.h, due)
 
 
-async def send_due_reminders(context: ContextTypes.DEFAULT_TYPE) -> None:
+async def send_due_reminders(context: BotContext) -> None:
     """JobQueue callback: send every reminder that is due, once."""
-    svc = services(context)
+    svc = context.services
     for h in await svc.store.due_reminders(now()):
         profile = await svc.store.get_profile(h)
         sealed = profile.get("reminder_chat")

@@ -1,7 +1,10 @@
-"""What every handler needs, kept in application.bot_data (which is never persisted)."""
+"""What every handler needs: the services, in a typed `application.bot_data` (never persisted),
+reached from handlers as `context.services` through python-telegram-bot's custom context types.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -9,18 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Update
-from telegram.ext import ContextTypes
+from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot
+from telegram.ext import JobQueue as PTBJobQueue
 
-from hbscreen.inference.queue.base import JobQueue
+from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings
 
 from .i18n import pick_language
 from .storage import KeyRing, Store, derive_key
 
 log = logging.getLogger(__name__)
-
-SERVICES = "hbscreen_services"
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # Telegram's own download limit for bots
 
 
 @dataclass
@@ -41,8 +42,38 @@ def hash_secret(settings: Settings) -> bytes:
     return derive_key(hashlib.sha256(token.encode()).digest(), "fallback-hash-key")
 
 
-def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
-    return context.application.bot_data[SERVICES]
+class BotData:
+    """`application.bot_data`: what the running bot holds, by attribute (PTB creates it empty)."""
+
+    def __init__(self) -> None:
+        self._services: Services | None = None
+        self.owns_store = False  # build_application made the store, so shutdown closes it
+        self.delivery_task: asyncio.Task[None] | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("no services: build the bot with build_application()")
+        return self._services
+
+    @services.setter
+    def services(self, value: Services) -> None:
+        self._services = value
+
+
+class BotContext(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], BotData]):
+    """The context every handler and job gets: `context.services` instead of a bot_data key."""
+
+    @property
+    def services(self) -> Services:
+        return self.bot_data.services
+
+
+CONTEXT_TYPES = ContextTypes(context=BotContext, bot_data=BotData)
+# The job queue's type stays PTB's default: ApplicationBuilder.context_types() does not change it.
+BotApplication = Application[
+    ExtBot[Any], BotContext, dict[Any, Any], dict[Any, Any], BotData, PTBJobQueue[Any]
+]
 
 
 @dataclass
@@ -63,8 +94,8 @@ class Person:
         return self.profile.get("mode") == "worker"
 
 
-async def load_person(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Person:
-    svc = services(context)
+async def load_person(update: Update, context: BotContext) -> Person:
+    svc = context.services
     chat_id = update.effective_chat.id
     h = svc.keyring.person(chat_id)
     profile = await svc.store.get_profile(h)
@@ -74,15 +105,15 @@ async def load_person(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Per
     return Person(h, chat_id, profile)
 
 
-async def save(context: ContextTypes.DEFAULT_TYPE, person: Person, **fields: Any) -> None:
+async def save(context: BotContext, person: Person, **fields: Any) -> None:
     person.profile.update(fields)
-    await services(context).store.update_profile(person.h, **fields)
+    await context.services.store.update_profile(person.h, **fields)
 
 
-async def clear(context: ContextTypes.DEFAULT_TYPE, person: Person, *names: str) -> None:
+async def clear(context: BotContext, person: Person, *names: str) -> None:
     for name in names:
         person.profile.pop(name, None)
-    await services(context).store.clear_profile_fields(person.h, *names)
+    await context.services.store.clear_profile_fields(person.h, *names)
 
 
 def now() -> float:

@@ -1,18 +1,24 @@
 """What the bot remembers about a person, keyed by a keyed hash of the chat id.
 
 Nothing here holds a raw chat id, a name or a photo. The only way back from a stored record to
-a chat is a *sealed* chat id (authenticated encryption with a key derived from
-HBSCREEN_HASH_KEY), which the bot needs to deliver a result or a reminder later.
+a chat is a *sealed* chat id, which the bot needs to deliver a result or a reminder later.
+All cryptography comes from `cryptography` (`hbscreen.inference.crypto`): keys derived from
+HBSCREEN_HASH_KEY with HKDF, one per purpose (pseudonyms, sealed chat ids, stored records);
+sealing is AES-256-GCM. In Redis, profile values, screening records and tickets are sealed
+too (bound to their person and field), so neither Redis nor its AOF holds them in plaintext;
+a record altered in Redis raises `TamperedError`, it is never misread. Person keys expire
+`record_ttl_s` after their last write.
 
 Two implementations with one interface: `RedisStore` (production, survives restarts and is
 shared by bot processes) and `MemoryStore` (development without Redis, and unit tests).
 
 Redis layout (prefix default "hb:bot:"):
-  person:{h}            hash   profile fields (language, consent, group, ...), JSON values
-  person:{h}:records    list   screenings (JSON): what /summary and /export show
+  schema                string layout version ("2": AES-GCM; see `RedisStore.migrate`)
+  person:{h}            hash   profile fields (language, consent, group, ...), sealed JSON
+  person:{h}:records    list   screenings (sealed JSON): what /summary and /export show
   person:{h}:rate       zset   photo times, for the per-person rate limit
   person:{h}:tickets    set    tickets of this person's jobs in flight
-  ticket:{ticket}       string routing of one job in flight (JSON, with a TTL)
+  ticket:{ticket}       string routing of one job in flight (sealed JSON, with a TTL)
   conv:{name}           hash   h -> conversation state (PTB persistence)
   reminders             zset   h -> due time
   stats:{day}           hash   "{campaign}|{referral}" -> count (no personal data)
@@ -20,7 +26,9 @@ Redis layout (prefix default "hb:bot:"):
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -30,55 +38,57 @@ import time
 from collections import defaultdict
 from typing import Any, Protocol
 
+from hbscreen.inference.crypto import Sealer, TamperedError, derive_key
+
 log = logging.getLogger(__name__)
 
+__all__ = ["KeyRing", "MemoryStore", "RedisStore", "Store", "TamperedError", "derive_key"]
+
 STATS_TTL_S = 400 * 24 * 3600
+RECORD_TTL_S = 400 * 24 * 3600  # a person's data expires this long after their last visit
 MAX_RECORDS = 2000  # per person: a busy health worker's months, bounded
+SCHEMA = "2"  # 1: HMAC-CTR seals, plaintext values; 2: HKDF + AES-GCM
+COMPACT_MIN_INTERVAL_S = 10.0  # at most one AOF rewrite per this long (they are coalesced)
 
 
-def derive_key(secret: bytes, purpose: str) -> bytes:
-    """One key per purpose from the one configured secret."""
-    return hmac.new(secret, b"hbscreen/" + purpose.encode(), hashlib.sha256).digest()
+def _t(v: Any) -> str:
+    """redis-py types replies as bytes | str; this client decodes them (decode_responses)."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError):
+        raise TamperedError("not a sealed value") from None
 
 
 class KeyRing:
-    """The keyed hash of chat ids and the sealing of chat ids for later delivery."""
+    """The keyed hash of chat ids, the sealing of chat ids for later delivery, and the key of
+    stored records; three independent keys from one secret (HKDF, separate `info`)."""
 
     def __init__(self, secret: bytes) -> None:
         if not secret:
             raise ValueError("the hash key must not be empty")
-        self._hash_key = derive_key(secret, "person")
-        self._enc_key = derive_key(secret, "seal-enc")
-        self._mac_key = derive_key(secret, "seal-mac")
+        self._hash_key = derive_key(secret, "hbscreen/person-pseudonym/v2")
+        self._chats = Sealer.from_secret(secret, "hbscreen/chat-seal/v2")
+        self.records = Sealer.from_secret(secret, "hbscreen/stored-records/v2")
 
     def person(self, chat_id: int) -> str:
         """A stable pseudonym for a chat: HMAC-SHA256, 32 hex characters."""
         return hmac.new(self._hash_key, str(int(chat_id)).encode(), hashlib.sha256).hexdigest()[:32]
 
-    def _keystream(self, nonce: bytes, n: int) -> bytes:
-        out = b""
-        counter = 0
-        while len(out) < n:
-            block = nonce + counter.to_bytes(4, "big")
-            out += hmac.new(self._enc_key, block, hashlib.sha256).digest()
-            counter += 1
-        return out[:n]
-
     def seal(self, chat_id: int) -> str:
-        """Encrypt-then-MAC (HMAC-SHA256 as PRF in counter mode, then an HMAC tag)."""
-        plain = int(chat_id).to_bytes(8, "big", signed=True)
-        nonce = os.urandom(12)
-        body = bytes(a ^ b for a, b in zip(plain, self._keystream(nonce, 8), strict=True))
-        tag = hmac.new(self._mac_key, nonce + body, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(nonce + body + tag).decode().rstrip("=")
+        """The chat id, AES-GCM sealed (a fresh nonce each time: tokens cannot be linked)."""
+        return _b64(self._chats.seal(int(chat_id).to_bytes(8, "big", signed=True), b"chat-id"))
 
     def open(self, token: str) -> int:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        nonce, body, tag = raw[:12], raw[12:20], raw[20:]
-        want = hmac.new(self._mac_key, nonce + body, hashlib.sha256).digest()[:16]
-        if len(raw) != 36 or not hmac.compare_digest(tag, want):
-            raise ValueError("sealed chat id is not authentic")
-        plain = bytes(a ^ b for a, b in zip(body, self._keystream(nonce, 8), strict=True))
+        """Raises `TamperedError` (a ValueError) when the token is not one of ours."""
+        plain = self._chats.open(_unb64(token), b"chat-id")
         return int.from_bytes(plain, "big", signed=True)
 
 
@@ -91,6 +101,7 @@ class Store(Protocol):
     async def add_record(self, h: str, record: dict[str, Any]) -> None: ...
     async def records(self, h: str) -> list[dict[str, Any]]: ...
     async def hit_rate(self, h: str, limit: int, window_s: float = 3600.0) -> bool: ...
+    async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float: ...
     async def put_ticket(self, ticket: str, h: str, data: dict[str, Any], ttl_s: int) -> None: ...
     async def get_ticket(self, ticket: str) -> dict[str, Any] | None: ...
     async def update_ticket(self, ticket: str, **fields: Any) -> None: ...
@@ -104,6 +115,8 @@ class Store(Protocol):
     async def get_conversations(self, name: str) -> dict[str, object]: ...
     async def set_conversation(self, name: str, h: str, state: object | None) -> None: ...
     async def delete_person(self, h: str) -> None: ...
+    async def migrate(self) -> int: ...
+    async def compact(self) -> bool: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -149,6 +162,15 @@ class MemoryStore:
             times.append(now)
         self.rates[h] = times
         return allowed
+
+    async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float:
+        """When hit_rate will next allow one (now if it already does): what a refused person
+        is told."""
+        now = time.time()
+        times = sorted(x for x in self.rates.get(h, []) if x > now - window_s)
+        if len(times) < limit:
+            return now
+        return times[len(times) - limit] + window_s
 
     def _live(self, ticket: str) -> tuple[float, str, dict[str, Any]] | None:
         entry = self.tickets.get(ticket)
@@ -214,6 +236,12 @@ class MemoryStore:
         for states in self.conversations.values():
             states.pop(h, None)
 
+    async def migrate(self) -> int:
+        return 0
+
+    async def compact(self) -> bool:
+        return False  # nothing on disk
+
     async def ping(self) -> bool:
         return True
 
@@ -222,26 +250,77 @@ class MemoryStore:
 
 
 class RedisStore:
-    """The production store (redis.asyncio)."""
+    """The production store (redis.asyncio). With `sealer` (the KeyRing's record key) every
+    value that may say something about a person is sealed with AES-GCM; without it (unit
+    tests) values are plain JSON."""
 
-    def __init__(self, redis_url: str, prefix: str = "hb:bot:") -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str = "hb:bot:",
+        *,
+        sealer: Sealer | None = None,
+        record_ttl_s: int = RECORD_TTL_S,
+    ) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        self.r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        # A person is waiting: a dropped (stale) connection is retried at once on a fresh one,
+        # Redis down fails within a second (the bot then says "busy"), a hung Redis within
+        # ~8 s; health checks notice dead pooled connections before they are used.
+        self.r = aioredis.Redis.from_url(
+            redis_url,
+            decode_responses=True,
+            health_check_interval=10,
+            socket_connect_timeout=2.0,
+            socket_timeout=2.5,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError, OSError],
+        )
         self.p = prefix
+        self.sealer = sealer
+        self.record_ttl_s = record_ttl_s
+        self._compactor: asyncio.Task[None] | None = None
+        self._compact_again = False
+        self._last_compaction = 0.0
 
     def _k(self, *parts: str) -> str:
         return self.p + ":".join(parts)
 
+    def _enc(self, value: Any, where: str) -> str:
+        text = json.dumps(value)
+        if self.sealer is None:
+            return text
+        return _b64(self.sealer.seal(text.encode(), f"hbscreen-store/{where}".encode()))
+
+    def _dec(self, raw: str, where: str) -> Any:
+        if self.sealer is None:
+            return json.loads(raw)
+        try:
+            plain = self.sealer.open(_unb64(raw), f"hbscreen-store/{where}".encode())
+        except TamperedError:
+            raise TamperedError(
+                f"stored value {where.split('/', 1)[-1]!r} failed authentication: altered in "
+                "Redis, or written with another HBSCREEN_HASH_KEY"
+            ) from None
+        return json.loads(plain)
+
     async def get_profile(self, h: str) -> dict[str, Any]:
         raw = await self.r.hgetall(self._k("person", h))
-        return {k: json.loads(v) for k, v in raw.items()}
+        return {_t(k): self._dec(_t(v), f"{h}/profile/{_t(k)}") for k, v in raw.items()}
 
     async def update_profile(self, h: str, **fields: Any) -> None:
         if fields:
-            await self.r.hset(
-                self._k("person", h), mapping={k: json.dumps(v) for k, v in fields.items()}
-            )
+            key = self._k("person", h)
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    key, mapping={k: self._enc(v, f"{h}/profile/{k}") for k, v in fields.items()}
+                )
+                pipe.expire(key, self.record_ttl_s)
+                await pipe.execute()
 
     async def clear_profile_fields(self, h: str, *names: str) -> None:
         if names:
@@ -250,12 +329,15 @@ class RedisStore:
     async def add_record(self, h: str, record: dict[str, Any]) -> None:
         key = self._k("person", h, "records")
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, json.dumps(record))
+            pipe.rpush(key, self._enc(record, f"{h}/records"))
             pipe.ltrim(key, -MAX_RECORDS, -1)
+            pipe.expire(key, self.record_ttl_s)
+            pipe.expire(self._k("person", h), self.record_ttl_s)
             await pipe.execute()
 
     async def records(self, h: str) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in await self.r.lrange(self._k("person", h, "records"), 0, -1)]
+        raw = await self.r.lrange(self._k("person", h, "records"), 0, -1)
+        return [self._dec(_t(x), f"{h}/records") for x in raw]
 
     async def hit_rate(self, h: str, limit: int, window_s: float = 3600.0) -> bool:
         key = self._k("person", h, "rate")
@@ -272,33 +354,48 @@ class RedisStore:
             await pipe.execute()
         return True
 
+    async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float:
+        """When hit_rate will next allow one (now if it already does)."""
+        key = self._k("person", h, "rate")
+        now = time.time()
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now - window_s)
+            pipe.zcard(key)
+            _, count = await pipe.execute()
+        if count < limit:
+            return now
+        oldest = await self.r.zrange(key, count - limit, count - limit, withscores=True)
+        return float(oldest[0][1]) + window_s if oldest else now
+
     async def put_ticket(self, ticket: str, h: str, data: dict[str, Any], ttl_s: int) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("ticket", ticket), json.dumps({**data, "h": h}), ex=ttl_s)
+            value = self._enc({**data, "h": h}, f"ticket/{ticket}")
+            pipe.set(self._k("ticket", ticket), value, ex=ttl_s)
             pipe.sadd(self._k("person", h, "tickets"), ticket)
             pipe.expire(self._k("person", h, "tickets"), ttl_s)
             await pipe.execute()
 
     async def get_ticket(self, ticket: str) -> dict[str, Any] | None:
         raw = await self.r.get(self._k("ticket", ticket))
-        return json.loads(raw) if raw else None
+        return self._dec(_t(raw), f"ticket/{ticket}") if raw else None
 
     async def update_ticket(self, ticket: str, **fields: Any) -> None:
         key = self._k("ticket", ticket)
         raw = await self.r.get(key)
         if raw:
-            await self.r.set(key, json.dumps({**json.loads(raw), **fields}), keepttl=True)
+            value = {**self._dec(_t(raw), f"ticket/{ticket}"), **fields}
+            await self.r.set(key, self._enc(value, f"ticket/{ticket}"), keepttl=True)
 
     async def pop_ticket(self, ticket: str) -> dict[str, Any] | None:
         raw = await self.r.getdel(self._k("ticket", ticket))
         if not raw:
             return None
-        data = json.loads(raw)
+        data = self._dec(_t(raw), f"ticket/{ticket}")
         await self.r.srem(self._k("person", data["h"], "tickets"), ticket)
         return data
 
     async def tickets_of(self, h: str) -> list[str]:
-        return sorted(await self.r.smembers(self._k("person", h, "tickets")))
+        return sorted(_t(x) for x in await self.r.smembers(self._k("person", h, "tickets")))
 
     async def set_reminder(self, h: str, due: float) -> None:
         await self.r.zadd(self._k("reminders"), {h: due})
@@ -310,7 +407,7 @@ class RedisStore:
         key = self._k("reminders")
         due = await self.r.zrangebyscore(key, "-inf", now)
         # ZREM returns 1 only for the process that removed it: each reminder is sent once.
-        return [h for h in due if await self.r.zrem(key, h)]
+        return [_t(h) for h in due if await self.r.zrem(key, _t(h))]
 
     async def count_stat(self, day: str, campaign: str, referral: str) -> None:
         key = self._k("stats", day)
@@ -324,12 +421,12 @@ class RedisStore:
         for day in days:
             raw = await self.r.hgetall(self._k("stats", day))
             if raw:
-                out[day] = {k: int(v) for k, v in raw.items()}
+                out[day] = {_t(k): int(v) for k, v in raw.items()}
         return out
 
     async def get_conversations(self, name: str) -> dict[str, object]:
         raw = await self.r.hgetall(self._k("conv", name))
-        return {h: json.loads(v) for h, v in raw.items()}
+        return {_t(h): json.loads(v) for h, v in raw.items()}
 
     async def set_conversation(self, name: str, h: str, state: object | None) -> None:
         key = self._k("conv", name)
@@ -339,6 +436,8 @@ class RedisStore:
             await self.r.hset(key, h, json.dumps(state))
 
     async def delete_person(self, h: str) -> None:
+        """Everything about this person goes, from memory now and from the AOF on disk at the
+        rewrite this requests (seconds later)."""
         tickets = await self.tickets_of(h)
         keys = [self._k("person", h, *rest) for rest in ((), ("records",), ("rate",), ("tickets",))]
         keys += [self._k("ticket", x) for x in tickets]
@@ -348,6 +447,75 @@ class RedisStore:
             await pipe.execute()
         async for conv_key in self.r.scan_iter(match=self._k("conv", "*")):
             await self.r.hdel(conv_key, h)
+        self.request_compaction()
+
+    # ------------------------------------------------------------ data on disk
+    def request_compaction(self) -> None:
+        """Rewrite the AOF soon (coalesced: at most one rewrite per COMPACT_MIN_INTERVAL_S), so
+        what was deleted is gone from the disk too, not only from memory."""
+        self._compact_again = True
+        if self._compactor is None or self._compactor.done():
+            self._compactor = asyncio.create_task(self._compact_soon())
+
+    async def _compact_soon(self) -> None:
+        while self._compact_again:
+            wait = self._last_compaction + COMPACT_MIN_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._compact_again = False
+            try:
+                await self.compact()
+            except Exception:
+                log.warning("AOF rewrite failed; it is retried at the next deletion or hour")
+                return
+
+    async def compact(self) -> bool:
+        """BGREWRITEAOF now (waiting for one already running to end first, since it may have
+        forked before the latest deletion); True if a rewrite started. Also run on a schedule
+        (HBSCREEN_AOF_REWRITE_S) so expired data leave the disk. Needs the ACL to allow INFO
+        and BGREWRITEAOF (deploy/redis/users.acl)."""
+        from redis.exceptions import ResponseError
+
+        info = await self.r.info("persistence")
+        if not int(info.get("aof_enabled", 0)):
+            return False  # no AOF: nothing of ours on disk to rewrite
+        self._last_compaction = time.monotonic()
+        for _ in range(600):
+            info = await self.r.info("persistence")
+            if not int(info.get("aof_rewrite_in_progress", 0)) and not int(
+                info.get("aof_rewrite_scheduled", 0)
+            ):
+                try:
+                    await self.r.bgrewriteaof()
+                    return True
+                except ResponseError as e:
+                    if "in progress" not in str(e):
+                        raise
+            await asyncio.sleep(0.1)
+        return False
+
+    async def migrate(self) -> int:
+        """One-off, at start-up: records of the old scheme (HMAC-CTR seals, plaintext values,
+        pseudonyms from another key derivation) cannot be read by this one, so they are
+        deleted — people are asked for their language and consent again; daily counts
+        (no personal data) stay. Returns the number of keys deleted."""
+        if not await self.r.set(self._k("schema"), SCHEMA, nx=True):
+            return 0  # already version 2 (or another bot process is migrating)
+        n = 0
+        for kind in ("person", "ticket", "conv"):
+            batch: list[str] = []
+            async for key in self.r.scan_iter(match=self._k(kind, "*"), count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    n += await self.r.delete(*batch)
+                    batch = []
+            if batch:
+                n += await self.r.delete(*batch)
+        n += await self.r.delete(self._k("reminders"))
+        if n:
+            log.warning("deleted records of the old storage scheme", extra={"keys": n})
+            self.request_compaction()
+        return n
 
     async def ping(self) -> bool:
         try:
@@ -356,9 +524,21 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
+        if self._compactor is not None and not self._compactor.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._compactor, 5)
         await self.r.aclose()
 
 
-def make_store(redis_url: str | None, prefix: str = "hb:bot:") -> Store:
-    """Redis when configured, else in-process memory."""
-    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()
+def make_store(
+    redis_url: str | None,
+    prefix: str = "hb:bot:",
+    *,
+    sealer: Sealer | None = None,
+    record_ttl_s: int = RECORD_TTL_S,
+) -> Store:
+    """Redis when configured (values sealed with `sealer`, the KeyRing's record key), else
+    in-process memory."""
+    if redis_url:
+        return RedisStore(redis_url, prefix, sealer=sealer, record_ttl_s=record_ttl_s)
+    return MemoryStore()

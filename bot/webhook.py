@@ -17,12 +17,11 @@ from urllib.parse import urlparse
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from telegram import Update
-from telegram.ext import Application
 
 from hbscreen.settings import Settings
 
 from . import metrics
-from .services import SERVICES, Services
+from .services import BotApplication
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,10 @@ def webhook_path(settings: Settings) -> str:
     return path if path and path != "/" else "/telegram"
 
 
-def make_web_app(application: Application, settings: Settings, *, webhook: bool) -> web.Application:
-    svc: Services = application.bot_data[SERVICES]
+def make_web_app(
+    application: BotApplication, settings: Settings, *, webhook: bool
+) -> web.Application:
+    svc = application.bot_data.services
     secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
 
     async def telegram_update(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -29,12 +30,14 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads per job")
     p.add_argument("--concurrency", type=int, help="jobs in flight in this process")
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0: off)")
+    p.add_argument("--models", type=Path, help="models folder (default: the shipped models)")
+    # Tests and benchmarks only: "module:function" processes jobs instead of the pipeline.
+    p.add_argument("--process", help=argparse.SUPPRESS)
     p.set_defaults(func=_run_worker)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    from hbscreen.inference.worker import main as worker_main
-
+    from .compose import load_process, worker_main
     from .settings import get_settings
 
     overrides = {
@@ -42,6 +45,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         "ort_threads": args.threads,
         "worker_concurrency": args.concurrency,
         "metrics_port": args.metrics_port,
+        "models_dir": args.models,
     }
     settings = get_settings().model_copy(
         update={k: v for k, v in overrides.items() if v is not None}
@@ -51,7 +55,12 @@ def _run_worker(args: argparse.Namespace) -> int:
             "hbscreen worker: set REDIS_URL or pass --redis redis://HOST:PORT/DB", file=sys.stderr
         )
         return 2
-    worker_main(settings)
+    if settings.queue_key is None:
+        from .compose import NO_QUEUE_KEY
+
+        print(f"hbscreen worker: {NO_QUEUE_KEY}", file=sys.stderr)
+        return 2
+    worker_main(settings, process=load_process(args.process) if args.process else None)
     return 0
 
 
@@ -115,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_screen(sub)
     _add_worker(sub)
     _add_bot(sub)
-    _add_optional(sub, "hbscreen.bot.demo", "add_demo_parser", "demo-chat")
+    _add_optional(sub, "hbscreen.standin.demo", "add_demo_parser", "demo-chat")
     _add_optional(sub, "hbscreen.training.cli", "add_train_parser", "train")
     _add_optional(sub, "hbscreen.training.cli", "add_evaluate_parser", "evaluate")
     return parser

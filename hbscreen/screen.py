@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import csv
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, overload
 
-from hbscreen.inference.advice import DISCLAIMER_EN, GROUPS, cutoffs_for
+from hbscreen.bot.i18n import LANGUAGES, t
+from hbscreen.bot.messages import REFERRAL_TEXT, plain, result_parts
+from hbscreen.inference.advice import GROUPS, cutoffs_for
+from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
-MAX_READ_BYTES = 20 * 1024 * 1024 + 1  # intake refuses anything larger; never read more
+if TYPE_CHECKING:
+    from .compose import Wiring
+
+MAX_READ_BYTES = MAX_BYTES + 1  # intake refuses anything larger; never read more
 
 CSV_FIELDS = (
     "path",
@@ -31,17 +39,13 @@ CSV_FIELDS = (
     "heatmap_path",
 )
 
-REFERRAL_EN = {
-    "urgent": "Go to a health facility today. Ask for a blood test for anaemia.",
-    "blood_test": "Anaemia is possible. Get a blood test (HemoCue or laboratory) within a week.",
-    "routine": "Anaemia is unlikely now. Keep routine check-ups.",
-    "retake": "This photo cannot be judged. Take another one (see why above).",
-}
-CATEGORY_EN = {
-    "none": "no anaemia",
-    "mild": "mild anaemia",
-    "moderate": "moderate anaemia",
-    "severe": "severe anaemia",
+# What the WHO band means, in the table's words; the advice itself comes from the bot's
+# catalogue (hbscreen.bot.messages), so the CLI and the bot never disagree.
+BAND_EN = {
+    "none": "above the anaemia cut-off",
+    "mild": "mild anaemia range",
+    "moderate": "moderate anaemia range",
+    "severe": "severe anaemia range",
 }
 
 
@@ -63,6 +67,12 @@ def add_screen_parser(sub: argparse._SubParsersAction) -> None:
         help="whose cut-offs to apply (WHO 2024); default: %(default)s",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.add_argument(
+        "--lang",
+        default="en",
+        choices=LANGUAGES,
+        help="language of the advice in the text output (default: %(default)s)",
+    )
     p.add_argument(
         "--cutout",
         action="store_true",
@@ -99,7 +109,7 @@ def collect_inputs(paths: Iterable[Path]) -> list[Path]:
                     f
                     for f in p.rglob("*")
                     if f.is_file()
-                    and f.suffix.lower() in IMAGE_SUFFIXES
+                    and f.suffix.lower() in IMAGE_EXTENSIONS
                     and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 )
             )
@@ -136,40 +146,115 @@ def screen_local(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scree
         yield _with_heatmap(args, result, jpeg, path, i, len(inputs))
 
 
+class LazyFiles(Sequence[tuple[str, bytes]]):
+    """(path, bytes) read only when the batch submits that item, so a batch of 40 x 19 MB
+    photos never sits in memory at once (the queue keeps at most its in-flight window)."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, bytes]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[str, bytes]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[str, bytes] | list[tuple[str, bytes]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        path = self.paths[i]
+        return str(path), read_limited(path)
+
+
+# A batch's results stream holds health data; nobody reads it after its jobs' deadlines, so
+# if the CLI is killed it expires this long after the last outcome, not after 7 days.
+BATCH_RESULTS_TTL_MARGIN_S = 300
+
+
 def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[ScreeningResult]:
-    import asyncio
+    """Stream results as the workers finish them (each is written out, then forgotten).
+
+    Interrupted (Ctrl-C, SIGTERM, an error downstream), the batch cancels its jobs still
+    waiting and deletes its results stream; killed outright, the stream's short TTL ends it."""
+    import signal
 
     from hbscreen.inference.queue.batch import screen_via_queue
 
-    results: list[ScreeningResult] = []
+    from .compose import wire_submitter
+    from .settings import get_settings
 
-    async def go() -> None:
-        from hbscreen.inference.queue.factory import make_queue
-
-        queue = make_queue(args.queue)
-        try:
-            items = [(str(p), read_limited(p)) for p in inputs]
-            async for path, outcome in screen_via_queue(
-                queue, items, args.group, cutout=args.cutout, danger_signs=args.danger_signs
-            ):
-                results.append((path, outcome))
-        finally:
-            await queue.close()
-
-    asyncio.run(go())
+    settings = get_settings()
+    ttl = int(settings.job_deadline_s) + BATCH_RESULTS_TTL_MARGIN_S
+    settings = settings.model_copy(update={"redis_url": args.queue, "results_ttl_s": ttl})
+    loop = asyncio.new_event_loop()
+    wiring = wire_submitter(settings, submitter=None)  # a private results stream
+    outcomes = screen_via_queue(
+        wiring.queue,
+        LazyFiles(inputs),
+        args.group,
+        cutout=args.cutout,
+        danger_signs=args.danger_signs,
+    )
     index = {str(p): i for i, p in enumerate(inputs)}
-    for path, outcome in results:
-        result = outcome.result or ScreeningResult(
-            path=path,
-            group=args.group,
-            ok=False,
-            referral="retake",
-            error=ErrorInfo(code=outcome.status, message=f"the job ended as {outcome.status}"),
-        )
-        result.path = path
-        yield _with_heatmap(
-            args, result, outcome.heatmap_jpeg, Path(path), index[path], len(inputs)
-        )
+    step: asyncio.Future | None = None
+    interrupted = False
+
+    def on_signal() -> None:  # runs inside the loop: never an exception mid-task
+        nonlocal interrupted
+        interrupted = True
+        if step is not None and not step.done():
+            step.cancel()
+
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal)
+            handled.append(sig)
+    try:
+        while True:
+            if interrupted:
+                raise KeyboardInterrupt
+            step = asyncio.ensure_future(anext(outcomes), loop=loop)
+            try:
+                path, outcome = loop.run_until_complete(step)
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                if interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+            result = outcome.result or ScreeningResult(
+                path=path,
+                group=args.group,
+                ok=False,
+                referral="retake",
+                error=ErrorInfo(code=outcome.status, message=f"the job ended as {outcome.status}"),
+            )
+            result.path = path
+            yield _with_heatmap(
+                args, result, outcome.heatmap_jpeg, Path(path), index[path], len(inputs)
+            )
+    finally:
+        loop.run_until_complete(_end_batch(step, outcomes, wiring))
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        loop.close()
+
+
+async def _end_batch(
+    step: asyncio.Future | None, outcomes: AsyncIterator[object], wiring: Wiring
+) -> None:
+    """Stop reading; the batch generator cancels what is still queued; delete the results."""
+    if step is not None and not step.done():
+        step.cancel()
+        with contextlib.suppress(BaseException):
+            await step
+    elif step is not None and not step.cancelled():
+        step.exception()  # the interrupt that ended it: retrieved, not reported again
+    with contextlib.suppress(Exception):
+        await outcomes.aclose()  # type: ignore[attr-defined]
+    await wiring.close()
 
 
 def _unreadable(args: argparse.Namespace, path: Path, e: OSError) -> ScreeningResult:
@@ -198,8 +283,9 @@ def _with_heatmap(
     return result
 
 
-def format_text(r: ScreeningResult) -> str:
-    """The human-readable block for one photo."""
+def format_text(r: ScreeningResult, lang: str = "en") -> str:
+    """The human-readable block for one photo: measurements as numbers, then the same
+    paragraphs the bot sends (warning first where the model is not validated)."""
     lines = [str(r.path)]
 
     def row(label: str, text: str) -> None:
@@ -217,31 +303,36 @@ def format_text(r: ScreeningResult) -> str:
                 sign = ">=" if c.direction == "min" else "<="
                 measured = f" (measured {c.value:.3g}, needs {sign} {c.threshold:.3g})"
             row("Photo quality", f"{c.message}{measured} [{c.code}]")
-    if r.hb_g_dl is not None and r.interval_80 and r.interval_95:
-        c = cutoffs_for(r.group)
+    if r.hb_g_dl is None or not r.interval_80 or not r.interval_95:
+        row("Advice", plain(t(lang, REFERRAL_TEXT[r.referral])))
+        if r.heatmap_path:
+            row("Heatmap", r.heatmap_path)
+        return "\n".join(lines)
+    parts = dict(result_parts(r, lang))
+    if "warning" in parts:
+        row("Caution", plain(parts["warning"]))
+    i80, i95 = r.interval_80, r.interval_95
+    if r.validated_for_group:
         row(
             "Haemoglobin",
-            f"{r.hb_g_dl:.1f} g/dL (80% interval {r.interval_80[0]:.1f}–{r.interval_80[1]:.1f}, "
-            f"95% interval {r.interval_95[0]:.1f}–{r.interval_95[1]:.1f})",
+            f"{r.hb_g_dl:.1f} g/dL (80% interval {i80[0]:.1f}–{i80[1]:.1f}, "
+            f"95% interval {i95[0]:.1f}–{i95[1]:.1f})",
         )
+    else:  # as in the bot: a range, not one number, where the model is not validated
         row(
-            "WHO category",
-            f"{CATEGORY_EN[r.category or 'none']} for {c.label} "
-            f"(anaemia below {c.anaemia_below:.1f} g/dL)",
+            "Haemoglobin",
+            f"between {i95[0]:.1f} and {i95[1]:.1f} g/dL (95% interval; 80% interval "
+            f"{i80[0]:.1f}–{i80[1]:.1f}); the model is not validated for this group",
         )
-    advice = REFERRAL_EN[r.referral]
-    if r.referral == "blood_test" and r.category == "none":
-        advice = (
-            "The estimate is above the cut-off, but it is uncertain and may be below it. "
-            "Get a blood test (HemoCue or laboratory) within a week."
-        )
-    row("Advice", advice)
-    if r.ok and not r.validated_for_group:
-        row(
-            "Caution",
-            "The model was trained on children 6–59 months in Ghana; it is not validated for "
-            "this group. Trust a blood test over this estimate.",
-        )
+    cut = cutoffs_for(r.group)
+    row(
+        "WHO category",
+        f"{BAND_EN[r.category or 'none']} for {cut.label} "
+        f"(anaemia below {cut.anaemia_below:.1f} g/dL)",
+    )
+    for kind in ("meaning", "danger", "advice", "pregnancy"):
+        if kind in parts:
+            row("Advice" if kind != "meaning" else "Meaning", plain(parts[kind]))
     if r.heatmap_path:
         row("Heatmap", r.heatmap_path)
     return "\n".join(lines)
@@ -274,7 +365,15 @@ def run_screen(args: argparse.Namespace) -> int:
         print(f"hbscreen screen: no such file or folder: {e.args[0]}", file=sys.stderr)
         return 2
     if not inputs:
-        print("hbscreen screen: no image files found (.jpg .png .webp .heic)", file=sys.stderr)
+        endings = " ".join(sorted(IMAGE_EXTENSIONS))
+        print(f"hbscreen screen: no image files found ({endings})", file=sys.stderr)
+        return 2
+    from .settings import get_settings
+
+    if args.queue and get_settings().queue_key is None:
+        from .compose import NO_QUEUE_KEY
+
+        print(f"hbscreen screen --queue: {NO_QUEUE_KEY}", file=sys.stderr)
         return 2
     batch = len(inputs) > 1
     csv_path = args.csv or (args.out / "summary.csv" if batch else None)
@@ -289,24 +388,31 @@ def run_screen(args: argparse.Namespace) -> int:
         file=sys.stderr,
         leave=False,
     )
-    rows = []
-    for r in results:
-        progress.update(1)
-        if args.json:
-            print(r.to_json(), flush=True)
-        else:
-            progress.write(format_text(r) + "\n", file=sys.stdout)
-        rows.append(csv_row(r))
-    progress.close()
-    if csv_path:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with csv_path.open("w", newline="", encoding="utf-8") as f:
+    n = 0
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if csv_path:  # written row by row: a batch's results are never all in memory
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(csv_path.open("w", newline="", encoding="utf-8"))
             writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             writer.writeheader()
-            writer.writerows(rows)
+        for r in results:
+            progress.update(1)
+            if args.json:
+                print(r.to_json(), flush=True)
+            else:
+                progress.write(format_text(r, args.lang) + "\n", file=sys.stdout)
+            if writer is not None:
+                writer.writerow(csv_row(r))
+            n += 1
+    progress.close()
     if not args.json:
-        summary = f"Screened {len(rows)} photo(s)."
+        summary = f"Screened {n} photo(s)."
         if csv_path:
             summary += f" Summary: {csv_path}"
-        print(f"{summary}\n{DISCLAIMER_EN}")
+        disclaimer = t(
+            args.lang,
+            "This is a screening, not a diagnosis. Only a blood test can confirm anaemia.",
+        )
+        print(f"{summary}\n{disclaimer}")
     return 0

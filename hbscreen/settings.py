@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     # HBSCREEN_ADMIN_IDS=1,2: Telegram user ids allowed to see /stats
     admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     hash_key: SecretStr | None = None  # keyed hash of chat ids; required in production
-    rate_limit_per_hour: int = 20
+    record_ttl_s: int = 400 * 24 * 3600  # a person's stored data expires after their last visit
+    rate_limit_per_hour: int = 20  # photos per hour for a person screening herself or family
+    # ... and for a health worker (10 patients x 2 eyes an hour, with retakes, has room)
+    worker_rate_limit_per_hour: int = 200
     consent_policy_version: str = "2026-11"
     reminder_weeks: int = 4  # opt-in "screen again" reminder; 0 turns the offer off
     reminder_check_s: float = 60.0  # how often the bot looks for due reminders
@@ -50,6 +53,9 @@ class Settings(BaseSettings):
     # Queue
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     queue_max_depth: int = 200
+    # ... and at most this many MiB of images queued: keep it under Redis's maxmemory minus
+    # what the bot's records need (deploy/: maxmemory 768 MiB, 400 MiB of images)
+    queue_max_mb: int = 400
     job_deadline_s: float = 120.0
     image_ttl_s: int = 600
     max_tries: int = 3
@@ -57,6 +63,18 @@ class Settings(BaseSettings):
     claim_idle_s: float = 30.0  # a job untouched this long belongs to a dead worker: reclaim it
     heartbeat_s: float = 5.0  # worker heartbeat period (key TTL: 3 periods)
     shutdown_grace_s: float = 20.0  # on SIGTERM, finish jobs in hand this long, then hand back
+    results_ttl_s: int = 24 * 3600  # outcomes, delivery markers, dead letters expire after this
+    # Delivery to the chat (bot/delivery.py): retried on 429/5xx/timeouts until the job's
+    # deadline plus this grace (< 600 s, the routing ticket's margin); a lease held this long
+    # by a bot that died is taken over by the next one.
+    delivery_grace_s: float = 120.0
+    delivery_lease_s: float = 10.0
+    # Shared by the bot and the workers: photos, jobs, results and heatmaps are encrypted in
+    # Redis with a key derived from it (AES-GCM). Required with REDIS_URL.
+    queue_key: SecretStr | None = None
+    # Rewrite Redis's append-only file this often (and soon after a /delete), so deleted and
+    # expired data leave the disk too; 0 turns it off (a Redis without AOF, or managed).
+    aof_rewrite_s: float = 3600.0
 
     # Workers and models
     models_dir: Path | None = None  # default: the models shipped in inference/models

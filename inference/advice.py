@@ -126,9 +126,3 @@ def group_calibration(card: ModelCard, group: str) -> GroupCalibration:
         q95=pc.q95,
         margin=referral_margin(cal, validated, population),
     )
-
-
-DISCLAIMER_EN = (
-    "This is a screening estimate from a photo, not a diagnosis. "
-    "Only a blood test can confirm anaemia."
-)

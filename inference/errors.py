@@ -16,7 +16,6 @@ class ErrorCode(str, Enum):
     ANIMATED = "animated"  # several frames: we cannot know which one to judge
     NO_ALPHA = "no_alpha"  # --cutout given but the image has no mask in alpha
     MODEL_FAILED = "model_failed"  # the models raised; the job may be retried
-    INTERNAL = "internal"
 
 
 class ScreeningError(Exception):

@@ -1,4 +1,11 @@
-"""The heatmap overlay that goes back to the person's phone."""
+"""The heatmap overlay that goes back to the person's phone.
+
+What a person should see: her own eyelid in its natural colour (the colour is what the
+estimate is about), a thin white outline of the region the model measured, and a translucent
+yellow map over only the regions that mattered most, with a small wordless legend in a corner
+(the photo's caption says in words what the line and the colour mean). The crop shows the eye
+around the eyelid at a phone-friendly aspect ratio, never a thin strip.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,73 @@ import numpy as np
 
 OVERLAY_LONG_SIDE = 720  # reads well on a small phone screen, stays well under 150 KB
 OVERLAY_JPEG_QUALITY = 80
-CONTEXT_MARGIN = 0.6  # show this much of the photo around the conjunctiva, per side
+CONTEXT_MARGIN = 0.35  # show this much of the photo around the conjunctiva, per side
+MAX_ASPECT = 4 / 3  # the crop is padded so that neither side is longer than this x the other
 MAX_UPSCALE = 3.0  # enlarge small crops so the map is visible, but not into mush
-DIM = 0.55  # brightness of the photo outside the conjunctiva
-MAP_OPACITY = 0.55
+DIM = 0.8  # brightness of the photo outside the conjunctiva: a hint of focus, no wash
+TOP_SHARE = 0.2  # colour only this share of the measured region: where it mattered most
+MAP_OPACITY = 0.5  # at the strongest point; fades with the map's strength
+SMOOTH = 0.03  # Gaussian sigma of the map, as a share of the crop's long side (regions, not dots)
+MAP_RGB = (255, 214, 0)  # yellow: stands apart from the red and pink of the eyelid
+OUTLINE_RGB = (255, 255, 255)
+
+
+def _fit(lo: int, hi: int, length: int, limit: int) -> tuple[int, int]:
+    """Grow [lo, hi) to `length` around its centre, shifted to stay inside [0, limit)."""
+    length = min(length, limit)
+    lo = max(0, (lo + hi - length) // 2)
+    return min(lo, limit - length), min(lo, limit - length) + length
 
 
 def _context_box(
     box: tuple[int, int, int, int], shape: tuple[int, ...]
 ) -> tuple[int, int, int, int]:
+    """The conjunctiva's box with a margin, padded to an aspect ratio within MAX_ASPECT
+    (an eyelid is a wide strip; shown alone it is a 720 x 156 sliver on a phone)."""
     y0, y1, x0, x1 = box
     my, mx = int((y1 - y0) * CONTEXT_MARGIN), int((x1 - x0) * CONTEXT_MARGIN)
-    return max(0, y0 - my), min(shape[0], y1 + my), max(0, x0 - mx), min(shape[1], x1 + mx)
+    y0, y1 = max(0, y0 - my), min(shape[0], y1 + my)
+    x0, x1 = max(0, x0 - mx), min(shape[1], x1 + mx)
+    h, w = y1 - y0, x1 - x0
+    if w > h * MAX_ASPECT:
+        y0, y1 = _fit(y0, y1, int(np.ceil(w / MAX_ASPECT)), shape[0])
+    elif h > w * MAX_ASPECT:
+        x0, x1 = _fit(x0, x1, int(np.ceil(h / MAX_ASPECT)), shape[1])
+    return y0, y1, x0, x1
+
+
+def _top_regions(cam: np.ndarray, inside: np.ndarray, sigma: float) -> np.ndarray:
+    """Strength in [0, 1] of the smoothed map on its top TOP_SHARE of the measured region,
+    0 elsewhere: the few places that mattered most, not a wash over the whole lid."""
+    # Smoothed at a quarter of the size: the same picture at a sixteenth of the cost.
+    h, w = cam.shape
+    small = cv2.resize(cam, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=max(sigma / 4, 0.5))
+    smooth = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    values = smooth[inside]
+    if values.size == 0 or float(values.max()) <= 0:
+        return np.zeros_like(cam)
+    cut = float(np.quantile(values, 1.0 - TOP_SHARE))
+    peak = float(values.max())
+    strength = np.clip((smooth - cut) / max(peak - cut, 1e-6), 0.0, 1.0)
+    strength[~inside] = 0.0
+    return strength
+
+
+def _legend(out: np.ndarray) -> None:
+    """A small wordless key in the bottom-left corner: the outline swatch and the colour."""
+    h, w = out.shape[:2]
+    unit = max(6, round(min(h, w) / 40))
+    pad, sw = unit, 3 * unit
+    x0, y1 = pad, h - pad
+    y0, x1 = y1 - 2 * unit - pad, x0 + 2 * sw + 3 * pad
+    panel = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = (panel * 0.35).astype(np.uint8)  # dark, translucent backing
+    cy = (y0 + y1) // 2
+    lx0 = x0 + pad
+    cv2.line(out, (lx0, cy), (lx0 + sw, cy), OUTLINE_RGB, max(2, unit // 3), cv2.LINE_AA)
+    rx0 = lx0 + sw + pad
+    cv2.rectangle(out, (rx0, cy - unit // 2 - 1), (rx0 + sw, cy + unit // 2 + 1), MAP_RGB, -1)
 
 
 def overlay(
@@ -28,9 +90,9 @@ def overlay(
     box: tuple[int, int, int, int],
     long_side: int = OVERLAY_LONG_SIDE,
 ) -> np.ndarray:
-    """RGB image of the region around the conjunctiva, at phone size, with the positive
-    class-activation map (Grad-CAM convention: ReLU, scaled to its maximum) over the
-    conjunctiva only and the rest of the photo dimmed."""
+    """RGB image of the region around the conjunctiva, at phone size: the photo in its own
+    colours, the measured region outlined, and the positive class-activation map (Grad-CAM
+    convention: ReLU) shown translucent on its strongest regions only."""
     cy0, cy1, cx0, cx1 = _context_box(box, rgb.shape)
     y0, y1, x0, x1 = box
     cam_full = np.zeros((cy1 - cy0, cx1 - cx0), np.float32)
@@ -43,29 +105,37 @@ def overlay(
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
     rgb = cv2.resize(rgb, size, interpolation=interp)
-    mask = np.clip(cv2.resize(mask, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-    cam_full = cv2.resize(cam_full, size, interpolation=cv2.INTER_LINEAR) * mask
-    scale = size[0] / w
+    lid = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    np.clip(lid, 0.0, 1.0, out=lid)
+    cam_view = cv2.resize(cam_full, size, interpolation=cv2.INTER_LINEAR)
+    inside = lid > 0.5
 
-    peak = float(cam_full.max())
-    if peak > 0:
-        cam_full /= peak
-    # Outside the conjunctiva's box the photo is only dimmed (cheap, 8-bit); inside it the
-    # colour map is blended in proportion to the mask.
-    out = cv2.convertScaleAbs(rgb, alpha=DIM)
-    by0, by1 = int((y0 - cy0) * scale), int(np.ceil((y1 - cy0) * scale))
-    bx0, bx1 = int((x0 - cx0) * scale), int(np.ceil((x1 - cx0) * scale))
-    m = mask[by0:by1, bx0:bx1, None]
-    colours = cv2.applyColorMap(
-        (cam_full[by0:by1, bx0:bx1] * 255).astype(np.uint8), cv2.COLORMAP_JET
+    # The photo stays as it is inside the measured region, a little darker outside it (8-bit
+    # blends in OpenCV: the same picture as float arithmetic at a fraction of the cost).
+    soft = cv2.GaussianBlur(lid, (0, 0), sigmaX=2.0)
+    out = cv2.blendLinear(rgb, cv2.convertScaleAbs(rgb, alpha=DIM), soft, 1.0 - soft)
+    strength = _top_regions(cam_view, inside, SMOOTH * max(size))
+    top = (strength > 0).astype(np.uint8)
+    bx, by, bw, bh = cv2.boundingRect(top)
+    if bw and bh:
+        y0, y1, x0, x1 = by, by + bh, bx, bx + bw
+        alpha = np.ascontiguousarray(MAP_OPACITY * strength[y0:y1, x0:x1])
+        region = np.ascontiguousarray(out[y0:y1, x0:x1])
+        colour = np.empty_like(region)
+        colour[:] = MAP_RGB
+        out[y0:y1, x0:x1] = cv2.blendLinear(colour, region, alpha, 1.0 - alpha)
+
+    # Contours: yellow around the top regions, white around the measured region.
+    contours, _ = cv2.findContours(top, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, MAP_RGB, 1, cv2.LINE_AA)
+    thick = max(1, round(max(size) / 360))
+    # The outline follows the softened mask: a calm line, not every ragged pixel of the edge.
+    contours, _ = cv2.findContours(
+        (soft > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
     )
-    colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB).astype(np.float32)
-    base = rgb[by0:by1, bx0:bx1].astype(np.float32) * (DIM + (1 - DIM) * m)
-    blend = base + (colours - base) * (MAP_OPACITY * m)
-    out[by0:by1, bx0:bx1] = np.clip(blend, 0, 255).astype(np.uint8)
-    # Outline the region the model measured.
-    edge = cv2.morphologyEx((mask > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3)))
-    out[edge > 0] = (255, 255, 255)
+    contours = [c for c in contours if cv2.contourArea(c) >= 0.002 * size[0] * size[1]]
+    cv2.drawContours(out, contours, -1, OUTLINE_RGB, thick, cv2.LINE_AA)
+    _legend(out)
     return out
 
 

@@ -3,17 +3,19 @@
 Photos are health data and chats are personal: log job ids, stages, timings and error codes,
 never chat or user ids, names, message text, image bytes or tokens. Fields passed through
 `extra={...}` are kept unless their name is on the deny list; string values that look like a
-Telegram bot token are masked wherever they appear. The bot reuses this module.
+Telegram bot token are masked wherever they appear. The JSON itself is python-json-logger's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
 from typing import IO, Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 # Field names that are never written, whatever their value.
 DENY_FIELDS = frozenset(
@@ -41,11 +43,6 @@ DENY_FIELDS = frozenset(
     }
 )
 _TOKEN = re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}")
-_STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
 MAX_VALUE_CHARS = 500
 
 
@@ -67,28 +64,45 @@ def _clean(value: Any) -> Any:
     return s if len(s) <= MAX_VALUE_CHARS else s[:MAX_VALUE_CHARS] + "…"
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str = "hbscreen") -> None:
-        super().__init__()
-        self.service = service
+class JsonFormatter(_JsonFormatter):
+    """python-json-logger's formatter with the project's fields, deny list and token scrub."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "service": self.service,
-            "msg": scrub(record.getMessage()),
-        }
-        for key, value in record.__dict__.items():
-            if key in _STANDARD or key.startswith("_") or key in DENY_FIELDS or key in out:
-                continue
-            out[key] = _clean(value)
+    def __init__(self, service: str = "hbscreen") -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger", "message": "msg"},
+            static_fields={"service": service},
+            # Standard record attributes and denied names never become fields.
+            reserved_attrs=[*RESERVED_ATTRS, "taskName", *DENY_FIELDS],
+            json_default=str,
+            json_ensure_ascii=False,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["ts"] = (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z"
+        )
+        super().add_fields(log_data, record, message_dict)
         if record.exc_info and record.exc_info[0] is not None:
-            out["exc_type"] = record.exc_info[0].__name__
-            out["exc"] = scrub(self.formatException(record.exc_info))[-4000:]
-        return json.dumps(out, ensure_ascii=False, default=str)
+            log_data["exc_type"] = record.exc_info[0].__name__
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in log_data.items():
+            if key in DENY_FIELDS or key.startswith("_"):
+                continue  # also what a dict logged as the message brings
+            if key == "exc_info":
+                out["exc"] = scrub(str(value))[-4000:]
+            elif key == "msg":
+                out[key] = scrub(str(value))
+            elif key in ("ts", "level", "logger", "service", "exc_type"):
+                out[key] = value
+            else:
+                out[key] = _clean(value)
+        return out
 
 
 def configure_json_logging(

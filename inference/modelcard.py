@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MODELS_DIR = Path(__file__).with_name("models")
+MODELS_DIR = Path(__file__).with_name("models")  # the shipped models, inside the package
 
 
 class TensorSpec(BaseModel):

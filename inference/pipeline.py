@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from . import advice, heatmap, intake, preprocess, quality
 from .errors import ErrorCode, ScreeningError
-from .modelcard import ModelCard, load_card
+from .modelcard import MODELS_DIR, ModelCard, load_card
 from .result import ErrorInfo, ScreeningResult
 
 CUTOUT_MIN_SIDE = 24
@@ -65,7 +65,7 @@ class _Model:
     @classmethod
     def load(cls, name: str, models_dir: Path | None, threads: int) -> _Model:
         card = load_card(name, models_dir)
-        root = Path(models_dir) if models_dir else Path(__file__).with_name("models")
+        root = Path(models_dir) if models_dir else MODELS_DIR
         return cls(card, make_session(root / card.file, threads))
 
     def run(
@@ -115,6 +115,7 @@ class Pipeline:
             "group": group,
             "danger_signs": danger_signs,
             "validated_for_group": group in self.regressor.card.validated_groups,
+            "validated_groups": list(self.regressor.card.validated_groups),
             "anaemia_below_g_dl": advice.cutoffs_for(group).anaemia_below,
             "model_versions": self.model_versions,
         }
@@ -226,6 +227,7 @@ class Pipeline:
             extra = {gi.name: preprocess.group_input(group, gi.populations, gi.population_of)}
         out = self.regressor.run(x, extra)
         hb = float(np.asarray(out["hb"]).reshape(-1)[0])
-        cam = np.asarray(out["heatmap"], dtype=np.float32).reshape(out["heatmap"].shape[-2:])
+        cam: np.ndarray = np.asarray(out["heatmap"], dtype=np.float32)
+        cam = cam.reshape(out["heatmap"].shape[-2:])
         cam = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         return hb, cam, box

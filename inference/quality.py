@@ -234,7 +234,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     x, y, bw, bh = cv2.boundingRect(mregion)
     pix = _sample(region[y : y + bh, x : x + bw], mregion[y : y + bh, x : x + bw])
     luma = pix @ np.array([0.299, 0.587, 0.114], np.float32)
-    out["median_luma"] = float(np.median(luma))
+    out["median_luma"] = median_luma = float(np.median(luma))
     r, g, b = pix[:, 0], pix[:, 1], pix[:, 2]
     hi, lo = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
     out["clipped_share"] = float(np.mean((hi >= CLIP_HIGH) | (hi <= CLIP_LOW)))
@@ -244,7 +244,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     glare = (
         (hi >= GLARE_MIN_MAX)
         & (whiteness >= GLARE_MIN_WHITENESS)
-        & (luma >= out["median_luma"] + GLARE_ABOVE_MEDIAN)
+        & (luma >= median_luma + GLARE_ABOVE_MEDIAN)
     )
     out["glare_share"] = float(np.mean(glare))
     if cutout:
@@ -259,7 +259,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
 
 def _binary(mask: np.ndarray) -> np.ndarray:
     """uint8 0/1 mask (one pass; cv2 is several times faster than numpy here)."""
-    return cv2.compare(mask, MASK_LEVEL, cv2.CMP_GT) // 255
+    return cv2.compare(mask, MASK_LEVEL, cv2.CMP_GT) // 255  # type: ignore[call-overload]
 
 
 def _sample(crop: np.ndarray, mcrop: np.ndarray) -> np.ndarray:
@@ -384,11 +384,11 @@ def _sharpness(
     luma = luma8.astype(np.float32)
 
     size = (max(8, round(crop.shape[1] * s)), max(8, round(crop.shape[0] * s)))
-    g = luma
+    g: np.ndarray = luma
     if f >= 2:  # box-average by an integer factor first: OpenCV's fast INTER_AREA path
         g = cv2.resize(g, None, fx=1.0 / f, fy=1.0 / f, interpolation=cv2.INTER_AREA)
     g = cv2.resize(g, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    mi = cv2.resize(mc.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    mi: np.ndarray = cv2.resize(mc.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
     mi = (mi > 0.5).astype(np.uint8)
     sa, sc = BLUR_SIGMAS
     # Fill outside the mask with a smooth continuation of the inside, then keep away from the

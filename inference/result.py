@@ -61,6 +61,8 @@ class ScreeningResult(BaseModel):
     referral: Referral
     anaemia_below_g_dl: float | None = None
     validated_for_group: bool = False
+    # The groups the regression model card says it was validated for (what a warning names).
+    validated_groups: list[str] = Field(default_factory=list)
     danger_signs: bool = False
     quality: Quality | None = None
     error: ErrorInfo | None = None
@@ -70,7 +72,3 @@ class ScreeningResult(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ScreeningResult:
-        return cls.model_validate_json(text)

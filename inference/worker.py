@@ -10,36 +10,43 @@ up to `max_tries` times and then dead-lettered; the person gets a "dead" outcome
 explanation. Bad photos are not failures: they are answers (a result with `error`).
 On SIGTERM the worker takes no new job, finishes the jobs in hand for `shutdown_grace_s`, and
 hands back what is left.
+
+This module takes explicit configuration (`WorkerConfig`, `QueueConfig`); reading it from the
+environment and choosing the queue is the composition root's job (`hbscreen.compose`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
 import signal
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import ErrorCode
 from .metrics import WorkerMetrics
-from .queue.base import Delivery, Job, JobSource, failed_result
+from .queue.protocol import Delivery, Job, JobSource, Process, failed_result
 from .result import ScreeningResult
-
-if TYPE_CHECKING:
-    from hbscreen.settings import Settings
-
-    from .queue.redis_streams import RedisStreamsQueue
 
 log = logging.getLogger("hbscreen.worker")
 
-Process = Callable[[bytes, Job], tuple[ScreeningResult, bytes | None]]
+__all__ = ["Process", "WorkerConfig", "pipeline_process", "run_worker", "serve"]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How one worker process runs (from the settings, via the composition root)."""
+
+    models_dir: Path | None = None  # None: the models shipped in the package
+    ort_threads: int = 1  # onnxruntime intra-op threads per job
+    concurrency: int = 1  # jobs in flight in this process
+    metrics_port: int = 0  # Prometheus metrics port; 0: off
+    shutdown_grace_s: float = 20.0  # on SIGTERM, finish jobs in hand this long
+
+
 DEAD_MESSAGE = "the photo could not be processed; please try again later or with another photo"
 
 
@@ -121,8 +128,8 @@ async def serve(
         result: ScreeningResult | None = None
         jpeg: bytes | None = None
         try:
-            result, jpeg = await loop.run_in_executor(pool, process, d.image, job)
-            failure = _failure(result)
+            done, jpeg = await loop.run_in_executor(pool, process, d.image, job)
+            result, failure = done, _failure(done)
         except Exception as e:
             failure = type(e).__name__
             log.warning("job raised", exc_info=True, extra={"job_id": job.id, "try": job.tries})
@@ -176,7 +183,11 @@ async def serve(
     try:
         while not stop.is_set():
             try:
-                info = {"in_flight": len(inflight), "done": counts["done"], "since": started}
+                info: dict[str, object] = {
+                    "in_flight": len(inflight),
+                    "done": counts["done"],
+                    "since": started,
+                }
                 await source.housekeeping(consumer, info)
                 now = time.monotonic()
                 if now >= next_keep_alive and inflight:
@@ -210,98 +221,52 @@ async def serve(
             log.info("finishing jobs in hand", extra={"count": len(inflight)})
             _done, pending = await asyncio.wait(list(inflight), timeout=grace_s)
             for task in pending:
-                d = inflight.get(task)
+                held = inflight.get(task)
                 task.cancel()
-                if d is not None:
+                if held is not None:
                     with contextlib.suppress(Exception):
-                        await source.release(d)
-                    log.info("job handed back", extra={"job_id": d.job.id})
+                        await source.release(held)
+                    log.info("job handed back", extra={"job_id": held.job.id})
         pool.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped", extra={"consumer": consumer, "done": counts["done"]})
 
 
-def redis_queue(settings: Settings, *, submitter: str | None = None) -> RedisStreamsQueue:
-    from .queue.factory import make_queue
-
-    if not settings.redis_url:
-        raise ValueError("the worker needs REDIS_URL")
-    q = make_queue(settings.redis_url, settings=settings, submitter=submitter or "worker")
-    return q  # type: ignore[return-value]
-
-
 async def run_worker(
-    settings: Settings,
+    source: JobSource,
+    config: WorkerConfig,
     *,
     process: Process | None = None,
     stop: asyncio.Event | None = None,
-    consumer: str | None = None,
+    consumer: str = "worker",
+    keep_alive_s: float = 1.0,
 ) -> None:
-    """A worker against `settings.redis_url` until `stop` is set (or SIGTERM/SIGINT)."""
-    from .queue.redis_streams import default_consumer_name
-
+    """A worker process's loop on `source` until `stop` is set (or SIGTERM/SIGINT), with its
+    metrics endpoint; the models load first (once). Closes `source` at the end."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     if process is None:
-        process = pipeline_process(settings.models_dir, settings.ort_threads)  # load once
-    queue = redis_queue(settings)
+        process = pipeline_process(config.models_dir, config.ort_threads)  # load once
     metrics = WorkerMetrics()
-    if settings.metrics_port:
-        port = metrics.serve(settings.metrics_port)
+    if config.metrics_port:
+        port = metrics.serve(config.metrics_port)
         log.info("metrics served", extra={"port": port})
     try:
         await serve(
-            queue,
+            source,
             process,
-            concurrency=settings.worker_concurrency,
+            concurrency=config.concurrency,
             stop=stop,
             metrics=metrics,
-            consumer=consumer or default_consumer_name(),
-            grace_s=settings.shutdown_grace_s,
-            keep_alive_s=min(1.0, settings.claim_idle_s / 3),
+            consumer=consumer,
+            grace_s=config.shutdown_grace_s,
+            keep_alive_s=keep_alive_s,
         )
     finally:
         metrics.stop()
-        await queue.close()
+        await source.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
-
-
-def main(settings: Settings, *, process: Process | None = None) -> None:
-    """`hbscreen worker`: JSON logs, then run until SIGTERM."""
-    from .jsonlog import configure_json_logging
-
-    configure_json_logging(settings.log_level, service="worker")
-    asyncio.run(run_worker(settings, process=process))
-
-
-def _load_process(spec: str) -> Process:
-    """Turn "module:function" into a processing function (a stand-in for tests, benchmarks)."""
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-if __name__ == "__main__":  # python -m hbscreen.inference.worker (tests, benchmarks)
-    from hbscreen.settings import Settings
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--redis", required=True)
-    ap.add_argument("--process", help="module:function instead of the real pipeline")
-    ap.add_argument("--models", type=Path)
-    ap.add_argument("--concurrency", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--metrics-port", type=int, default=0)
-    a = ap.parse_args()
-    overrides = {
-        "redis_url": a.redis,
-        "worker_concurrency": a.concurrency,
-        "ort_threads": a.threads,
-        "metrics_port": a.metrics_port,
-        "models_dir": a.models,
-    }
-    s = Settings().model_copy(update=overrides)
-    main(s, process=_load_process(a.process) if a.process else None)
-    os._exit(0)  # do not wait for a model thread stuck in a job that was handed back

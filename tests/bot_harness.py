@@ -13,10 +13,11 @@ from pathlib import Path
 from PIL import Image
 
 from hbscreen.bot.app import build_application
-from hbscreen.bot.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
-from hbscreen.bot.storage import make_store
-from hbscreen.inference.queue.factory import make_queue
+from hbscreen.bot.storage import KeyRing, make_store
+from hbscreen.compose import queue_config, queue_sealer, wire_submitter
 from hbscreen.settings import Settings
+from hbscreen.standin import BotAPIStandIn, ChatMessage, SimulatedUser, serve_polling
+from tests.redis_server import QUEUE_KEY
 from tests.synthetic import synthetic_jpeg
 
 HASH_KEY = "test-hash-key-not-a-secret"
@@ -28,6 +29,7 @@ def bot_settings(standin: BotAPIStandIn, redis_url: str | None, **overrides) -> 
         "telegram_api_base_url": standin.base_url,
         "telegram_file_base_url": standin.base_file_url,
         "hash_key": HASH_KEY,
+        "queue_key": QUEUE_KEY,
         "redis_url": redis_url,
         "admin_ids": [900],
         "status_update_s": 30.0,
@@ -43,14 +45,16 @@ def bot_settings(standin: BotAPIStandIn, redis_url: str | None, **overrides) -> 
 async def running_bot(settings: Settings) -> AsyncIterator[dict]:
     """The bot as `hbscreen bot` builds it (queue as the "bot" submitter, store from
     REDIS_URL), polling the stand-in; yields {"app", "queue", "store"}."""
-    queue = make_queue(settings.redis_url, submitter="bot", settings=settings, start_workers=False)
-    store = make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:")
+    wiring = wire_submitter(settings, submitter="bot", start_workers=False)
+    queue = wiring.queue
+    sealer = KeyRing(settings.hash_key.get_secret_value().encode()).records  # as the bot's own
+    store = make_store(settings.redis_url, prefix=f"{settings.redis_prefix}:bot:", sealer=sealer)
     app = build_application(settings, queue, store=store)
     try:
         async with serve_polling(app, poll_timeout=1.0):
             yield {"app": app, "queue": queue, "store": store}
     finally:
-        await queue.close()
+        await wiring.close()
         await store.close()
 
 
@@ -58,6 +62,7 @@ async def running_bot(settings: Settings) -> AsyncIterator[dict]:
 async def real_worker(settings: Settings, models_dir: Path | None) -> AsyncIterator[None]:
     """A worker with the real pipeline (ONNX models from models_dir) on the Redis queue, in
     this event loop (the models run in its thread pool)."""
+    from hbscreen.inference.queue.redis_streams import RedisJobSource
     from hbscreen.inference.worker import pipeline_process, serve
 
     if os.environ.get("HBSCREEN_TEST_FAKE_PIPELINE"):  # bot development only, never in CI
@@ -66,7 +71,10 @@ async def real_worker(settings: Settings, models_dir: Path | None) -> AsyncItera
         process = await asyncio.get_running_loop().run_in_executor(
             None, pipeline_process, models_dir, 1
         )
-    queue = make_queue(settings.redis_url, submitter="worker", settings=settings)
+    assert settings.redis_url
+    queue = RedisJobSource(
+        settings.redis_url, queue_config(settings), sealer=queue_sealer(settings)
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(serve(queue, process, stop=stop, consumer="test-worker", grace_s=2))
     try:
@@ -128,6 +136,8 @@ async def choose_group(user: SimulatedUser, group: str, *, danger: bool = False)
     for data in GROUP_TAPS[group]:
         await tap(user, data)
     await tap(user, "danger:yes" if danger else "danger:no")
+    if danger:  # the urgent referral comes first; the photo only if still wanted
+        await tap(user, "danger:photo")
     return await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
 
 

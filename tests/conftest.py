@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hbscreen.bot.standin import BotAPIStandIn
+from hbscreen.standin import BotAPIStandIn
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (a fixture, re-exported)
 
 

@@ -1,7 +1,7 @@
 """A throwaway redis-server for tests: free port, tmp dir, AOF on, restartable.
 
 Also the processing stand-ins that queue tests run in worker subprocesses
-(`python -m hbscreen.inference.worker --process tests.redis_server:slow_process`).
+(`hbscreen worker --process tests.redis_server:slow_process`, a hidden test option).
 """
 
 from __future__ import annotations
@@ -18,10 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from hbscreen.inference.queue.base import Job
+from hbscreen.inference.queue.protocol import Job
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 REDIS_SERVER = shutil.which("redis-server")
+# The queue key the Redis tests share with their worker processes (HBSCREEN_QUEUE_KEY).
+QUEUE_KEY = "test-queue-key-not-a-secret"
+
+
+def sealer_for_tests():
+    """The queue cipher a deployment derives from HBSCREEN_QUEUE_KEY, for QUEUE_KEY."""
+    from hbscreen.compose import queue_sealer
+    from hbscreen.settings import Settings
+
+    return queue_sealer(Settings(redis_url="redis://unused", queue_key=QUEUE_KEY))
 
 
 def free_port() -> int:

@@ -93,11 +93,7 @@ async def test_thirty_photos_in_ten_seconds(standin, redis_url, models_dir, phot
             sent.append(await user.send_photo(photo))
             await asyncio.sleep(0.05)
         assert loop.time() - t0 < 10
-        limit_text = t(
-            "en",
-            "You sent many photos in the last hour. Please wait a while, then try again. "
-            "This keeps the service fair for everyone.",
-        )
+        limit_text = "You sent many photos in the last hour. You can send the next photo in 60"
         deadline = loop.time() + 240
         while loop.time() < deadline:
             results = [m for m in user.messages if result_message(m)]
@@ -108,9 +104,10 @@ async def test_thirty_photos_in_ten_seconds(standin, redis_url, models_dir, phot
         # Every photo got exactly one answer: a status (then a result) or the friendly limit.
         answers = [replies_to(user, s.message_id) for s in sent]
         assert all(len(a) == 1 for a in answers), user.transcript(last=40)
-        limited = [a[0] for a in answers if a[0].content == limit_text]
-        assert len(limited) == 10
-        assert [a[0].content == limit_text for a in answers] == [False] * 20 + [True] * 10
+        # The limit says when she can go on: an hour after the first photo, in minutes.
+        limited = [a[0] for a in answers if a[0].content.startswith(limit_text)]
+        assert len(limited) == 10, [a[0].content for a in answers]
+        assert [a[0].content.startswith(limit_text) for a in answers] == [False] * 20 + [True] * 10
         assert len([m for m in user.messages if result_message(m)]) == 20
         assert not [m for m in user.messages if "Sorry" in m.content]
 
@@ -146,7 +143,7 @@ async def test_cancel_while_processing_delivers_nothing(standin, redis_url, mode
         assert not [
             m
             for m in user.messages
-            if result_message(m) or (m.kind == "photo" and "Red areas" in m.content)
+            if result_message(m) or (m.kind == "photo" and "White line" in m.content)
         ]
         assert await bot["queue"].depth() == 0
 
@@ -175,7 +172,7 @@ async def test_restart_in_the_middle_of_a_conversation(standin, redis_url, model
         await user.wait_idle(1.0)
         assert len([m for m in user.messages if result_message(m)]) == 1
         # The campaign from the deep link survived too.
-        h = bot["app"].bot_data["hbscreen_services"].keyring.person(user.chat_id)
+        h = bot["app"].bot_data.services.keyring.person(user.chat_id)
         assert (await bot["store"].get_profile(h))["campaign"] == "clinic-7"
         # Conversation state is keyed by the pseudonym, never by the chat id.
         r = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -219,7 +216,7 @@ async def test_delete_really_deletes(standin, redis_url, models_dir, photo, lang
         await press(user, "after:done")
         await tap(user, "remind:yes:4")
         await user.wait_idle(0.5)
-        h = bot["app"].bot_data["hbscreen_services"].keyring.person(chat_id)
+        h = bot["app"].bot_data.services.keyring.person(chat_id)
         before = await _everything_in_redis(redis_url)
         assert h in before  # the person's data is there, under the pseudonym only
         assert str(chat_id) not in before and "Zawadi" not in before

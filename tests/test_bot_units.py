@@ -15,7 +15,7 @@ from hbscreen.bot.handlers.commands import records_csv
 from hbscreen.bot.handlers.flow import looks_like_a_name
 from hbscreen.bot.handlers.photo import is_image_document
 from hbscreen.bot.i18n import LANGUAGES, fmt_number, t
-from hbscreen.bot.storage import KeyRing, MemoryStore, RedisStore
+from hbscreen.bot.storage import KeyRing, MemoryStore, RedisStore, TamperedError
 from hbscreen.inference.advice import GROUPS, cutoffs_for
 from hbscreen.inference.result import ErrorInfo, Quality, QualityCheck, ScreeningResult
 
@@ -46,11 +46,13 @@ def test_sealed_chat_ids_open_only_with_the_key(chat_id):
     assert ring.open(token) == chat_id
     assert ring.seal(chat_id) != token  # a fresh nonce each time: tokens cannot be linked
     assert str(chat_id) not in token
-    with pytest.raises(ValueError):
+    with pytest.raises(TamperedError):
         KeyRing(b"other").open(token)
     tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
-    with pytest.raises(ValueError):
+    with pytest.raises(TamperedError):
         ring.open(tampered)
+    with pytest.raises(TamperedError):
+        ring.open("not-a-token")
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -59,9 +61,58 @@ async def store(request):
         yield MemoryStore()
         return
     url = request.getfixturevalue("redis_url")
-    s = RedisStore(url, prefix="t:")
+    s = RedisStore(url, prefix="t:", sealer=KeyRing(b"secret").records)
     yield s
     await s.close()
+
+
+async def test_stored_values_are_sealed_and_a_tampered_record_is_rejected(redis_url) -> None:
+    store = RedisStore(redis_url, prefix="t:", sealer=KeyRing(b"secret").records)
+    try:
+        await store.update_profile("p", group="pregnant-2", lang="sw")
+        await store.add_record("p", {"time": 1.0, "hb": 10.4, "group": "pregnant-2"})
+        await store.add_record("p", {"time": 2.0, "hb": 12.9, "group": "pregnant-2"})
+        raw = await store.r.lrange("t:person:p:records", 0, -1)
+        assert all("10.4" not in x and "pregnant" not in x for x in raw)
+        assert "pregnant" not in str(await store.r.hgetall("t:person:p"))
+        assert 0 < await store.r.ttl("t:person:p:records") <= store.record_ttl_s
+        assert [r["hb"] for r in await store.records("p")] == [10.4, 12.9]
+
+        # one bit flipped in the second record: refused with a clear error, not misread
+        flipped = raw[1][:-3] + ("A" if raw[1][-3] != "A" else "B") + raw[1][-2:]
+        await store.r.lset("t:person:p:records", 1, flipped)
+        with pytest.raises(TamperedError, match="'records' failed authentication"):
+            await store.records("p")
+        # a sealed value copied to another person does not open either
+        await store.r.lset("t:person:p:records", 1, raw[1])
+        await store.r.rpush("t:person:q:records", raw[0])
+        with pytest.raises(TamperedError):
+            await store.records("q")
+        # nor with another key
+        other = RedisStore(redis_url, prefix="t:", sealer=KeyRing(b"other").records)
+        with pytest.raises(TamperedError):
+            await other.get_profile("p")
+        await other.close()
+    finally:
+        await store.close()
+
+
+async def test_migration_drops_records_of_the_old_scheme_once(redis_url) -> None:
+    store = RedisStore(redis_url, prefix="t:", sealer=KeyRing(b"secret").records)
+    try:
+        await store.r.hset("t:person:old", mapping={"lang": '"fr"'})  # version 1: plain JSON
+        await store.r.rpush("t:person:old:records", '{"hb": 11.0}')
+        await store.r.hset("t:conv:screening", "old", "3")
+        await store.r.zadd("t:reminders", {"old": 1.0})
+        await store.r.hset("t:stats:2026-11-01", "camp|routine", 4)
+        assert await store.migrate() == 4
+        assert await store.get_profile("old") == {} and await store.records("old") == []
+        assert await store.stats(["2026-11-01"]) == {"2026-11-01": {"camp|routine": 4}}
+        await store.update_profile("new", lang="en")
+        assert await store.migrate() == 0  # once only: new records stay
+        assert await store.get_profile("new") == {"lang": "en"}
+    finally:
+        await store.close()
 
 
 async def test_store_rate_limit(store):
@@ -142,6 +193,9 @@ def test_every_result_message_renders_in_every_language(lang):
         text = messages.result_text(_result(group, category, referral, validated, danger), lang)
         assert disclaimer in text
         assert (messages.not_validated_text(lang) in text) is (not validated)
+        if not validated:  # the warning comes first, the number only as a range
+            assert text.startswith(messages.not_validated_text(lang))
+            assert t(lang, "Estimated haemoglobin (Hb): <b>{hb} g/dL</b>.", hb="10.3") not in text
         assert "{" not in text and "}" not in text
     labelled = messages.result_text(
         _result("woman", "none", "routine", False, False), lang, label="<P-1>"
@@ -160,7 +214,7 @@ def test_an_estimate_above_the_cut_off_sent_for_a_test_says_why_not_normal(lang)
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_numbers_use_the_locale(lang):
-    text = messages.result_text(_result("woman", "mild", "blood_test", False, False), lang)
+    text = messages.result_text(_result("woman", "mild", "blood_test", True, False), lang)
     if lang == "fr":
         assert "10,3" in text and "8,1" in text
     else:
@@ -206,8 +260,12 @@ def test_other_messages_render(lang):
         messages.photo_guide_text(lang),
         messages.help_text(lang),
         messages.privacy_text(lang, "v1", 1.7e9),
-        messages.danger_question(lang, True),
-        messages.danger_question(lang, False),
+        *(messages.danger_question(lang, g) for g in GROUPS),
+        messages.danger_referral_text(lang, True),
+        messages.danger_referral_text(lang, False),
+        messages.young_baby_text(lang, True),
+        messages.young_baby_text(lang, False),
+        messages.rate_limited_text(lang, 3600.0, 100.0),
         messages.could_not_process_text(lang),
         messages.heatmap_caption(lang),
     ):

@@ -4,13 +4,19 @@
   check-jsonschema (`--builtin-schema vendor.compose-spec`);
 - every Kubernetes manifest with kubernetes-validate (OpenAPI schemas of the release, strict:
   unknown fields are errors);
-- plus the properties the service relies on (AOF, one bot, no torch in the image, probes).
+- plus the properties the service relies on (AOF, one bot, no torch in the image, probes);
+- the Redis configuration (deploy/redis/: users with passwords, maxmemory + noeviction, RDB
+  off) run for real: start.sh starts a redis-server and the bot's and a worker's Redis users
+  run a job, the bot's records and an AOF rewrite; what they must not do is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -55,19 +61,28 @@ def test_compose_runs_redis_with_aof_one_bot_n_workers_optional_prometheus() -> 
     c = compose()
     services = c["services"]
     assert set(services) == {"redis", "bot", "worker", "prometheus"}
-    redis_cmd = services["redis"]["command"]
-    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    assert services["redis"]["entrypoint"] == [
+        "sh",
+        "/etc/redis/start.sh",
+        "/etc/redis/redis.conf",
+    ]
+    assert "./redis:/etc/redis:ro" in services["redis"]["volumes"]
+    assert "ports" not in services["redis"]  # reachable on the project network only
     assert services["bot"]["deploy"]["replicas"] == 1
     assert services["worker"]["deploy"]["replicas"] == "${HBSCREEN_WORKERS:-2}"
     assert services["prometheus"]["profiles"] == ["monitoring"]
     for name in ("bot", "worker"):
         s = services[name]
         assert s["env_file"] == [{"path": ".env", "required": False}]
-        assert s["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        user = {"bot": "hbscreen-bot", "worker": "hbscreen-worker"}[name]
+        password = {"bot": "REDIS_BOT_PASSWORD", "worker": "REDIS_WORKER_PASSWORD"}[name]
+        assert s["environment"]["REDIS_URL"] == f"redis://{user}:${{{password}:?}}@redis:6379/0"
         assert s["build"]["dockerfile"] == "deploy/Dockerfile"
         assert s["read_only"] is True
-    for s in services.values():  # secrets come from .env only
+    for name, s in services.items():  # secrets come from .env only; every container bounded
         assert "TELEGRAM_BOT_TOKEN" not in str(s.get("environment", {}))
+        limits = s["deploy"]["resources"]["limits"]
+        assert limits["memory"] and limits["cpus"], name
     prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     sd = prom["scrape_configs"][0]["dns_sd_configs"][0]
     assert sd["names"] == ["worker"] and sd["port"] == Settings().metrics_port
@@ -115,9 +130,25 @@ def test_kubernetes_layout() -> None:
     worker = objs[("Deployment", "worker")]["spec"]["template"]["spec"]
     assert worker["terminationGracePeriodSeconds"] > Settings().shutdown_grace_s
     redis = objs[("StatefulSet", "redis")]["spec"]["template"]["spec"]["containers"][0]
-    assert redis["args"][1:3] == ["--appendonly", "yes"]
+    assert redis["command"] == ["sh", "/etc/redis/start.sh", "/etc/redis/redis.conf"]
+    # the ConfigMap holds exactly the files docker compose mounts
+    data = objs[("ConfigMap", "redis-config")]["data"]
+    for name in ("redis.conf", "start.sh"):
+        assert data[name] == (DEPLOY / "redis" / name).read_text(), name
+    for kind, name in (("Deployment", "bot"), ("Deployment", "worker"), ("StatefulSet", "redis")):
+        for c in objs[(kind, name)]["spec"]["template"]["spec"]["containers"]:
+            assert c["resources"]["limits"]["memory"] and c["resources"]["limits"]["cpu"], name
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
+    for name, user in (("bot", "hbscreen-bot"), ("worker", "hbscreen-worker")):
+        c = objs[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["REDIS_URL"]["value"].startswith(f"redis://{user}:$(REDIS_")
+        names = [e["name"] for e in c["env"]]
+        assert names.index("REDIS_URL") > 0  # after the password it expands
+    secret = objs[("Secret", "hbscreen-secrets")]["stringData"]
+    assert {"HBSCREEN_QUEUE_KEY", "REDIS_BOT_PASSWORD", "REDIS_WORKER_PASSWORD"} <= set(secret)
     kustom = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert set(kustom["resources"]) <= {p.name for p in MANIFESTS}
+    assert set(kustom["resources"]) == {p.name for p in MANIFESTS if "example" not in p.name}
     # every env key the manifests set is a setting the code reads
     names = set(Settings.model_fields)
     config = objs[("ConfigMap", "hbscreen-config")]["data"]
@@ -139,3 +170,121 @@ def test_runtime_image_has_no_torch_and_runs_as_non_root() -> None:
     assert not [d for d in deps if d.lower().startswith(("torch", "torchvision"))]
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
     assert ignore.splitlines()[1] == "**"  # only what the image needs enters the context
+
+
+def test_network_policies_deny_by_default_and_open_redis_to_bot_and_workers_only() -> None:
+    objs = _objects()
+    deny = objs[("NetworkPolicy", "default-deny")]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    redis = objs[("NetworkPolicy", "redis")]["spec"]
+    assert redis["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    (rule,) = redis["ingress"]
+    sources = {p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in rule["from"]}
+    assert sources == {"bot", "worker"} and rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    assert redis["egress"] == []
+    worker_out = objs[("NetworkPolicy", "worker")]["spec"]["egress"]
+    assert all(p["port"] in (6379, 53) for rule in worker_out for p in rule["ports"])
+
+
+def redis_conf() -> dict[str, str]:
+    out = {}
+    for line in (DEPLOY / "redis" / "redis.conf").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition(" ")
+            out[key] = value.strip()
+    return out
+
+
+def test_redis_config_keeps_jobs_and_one_copy_on_disk() -> None:
+    conf = redis_conf()
+    assert conf["appendonly"] == "yes" and conf["save"] == '""'  # AOF only, no RDB
+    assert conf["maxmemory-policy"] == "noeviction"
+    maxmemory = int(conf["maxmemory"].removesuffix("mb")) * 2**20
+    # the queue refuses new images well before Redis would refuse a write: the rest is for
+    # results in flight (heatmaps of ~0.1 MB) and the bot's records
+    assert Settings().queue_max_mb * 2**20 <= 0.6 * maxmemory
+    assert "aclfile" not in conf  # given by start.sh, written to memory
+
+
+@pytest.fixture
+def hardened_redis(tmp_path: Path):
+    """redis-server started by deploy/redis/start.sh with deploy/redis/redis.conf."""
+    from tests.redis_server import free_port
+
+    port = free_port()
+    env = os.environ | {
+        "REDIS_BOT_PASSWORD": "b" * 64,
+        "REDIS_WORKER_PASSWORD": "w" * 64,
+        "REDIS_ACL_FILE": str(tmp_path / "users.acl"),
+    }
+    cmd = ["sh", str(DEPLOY / "redis" / "start.sh"), str(DEPLOY / "redis" / "redis.conf")]
+    cmd += ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    until = time.monotonic() + 10
+    import socket
+
+    while time.monotonic() < until:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.redis
+async def test_the_deployed_redis_users_run_the_service_and_nothing_more(
+    hardened_redis: int,
+) -> None:
+    import redis.asyncio as aioredis
+    from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+
+    from hbscreen.bot.storage import KeyRing, RedisStore
+    from hbscreen.inference.queue.protocol import Job, QueueConfig
+    from hbscreen.inference.queue.redis_streams import RedisJobSource, RedisSubmitter
+    from hbscreen.inference.worker import serve
+    from tests.redis_server import noop_process, sealer_for_tests
+
+    port = hardened_redis
+    bot_url = f"redis://hbscreen-bot:{'b' * 64}@127.0.0.1:{port}/0"
+    worker_url = f"redis://hbscreen-worker:{'w' * 64}@127.0.0.1:{port}/0"
+    anonymous = aioredis.Redis(port=port)
+    with pytest.raises((AuthenticationError, ResponseError)):  # NOAUTH: default user is off
+        await anonymous.ping()
+    await anonymous.aclose()
+
+    config = QueueConfig(heartbeat_s=0.2, claim_idle_s=0.5)
+    q = RedisSubmitter(bot_url, config, submitter="bot", sealer=sealer_for_tests())
+    w = RedisJobSource(worker_url, config, sealer=sealer_for_tests())
+    store = RedisStore(bot_url, prefix="hbscreen:bot:", sealer=KeyRing(b"k").records)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(w, noop_process, stop=stop, block_s=0.1))
+    try:
+        jid = await q.submit(b"photo", Job(group="woman"))
+        assert (await q.wait(jid, 10)).status == "done"  # submit, take, finish, outcomes
+        await store.update_profile("p", lang="sw")
+        await store.add_record("p", {"hb": 12.0})
+        await store.delete_person("p")
+        assert await store.compact() is True  # the bot may rewrite the AOF
+        info = await store.r.info("memory")
+        assert info["maxmemory_policy"] == "noeviction" and info["maxmemory"] == 768 * 2**20
+        # a worker reaches the queue, not the bot's records, and neither runs admin commands
+        with pytest.raises(NoPermissionError):
+            await w.r.get("hbscreen:bot:person:p")
+        for client in (w.r, store.r):
+            with pytest.raises(NoPermissionError):
+                await client.flushall()
+            with pytest.raises(NoPermissionError):
+                await client.config_get("save")
+        with pytest.raises(NoPermissionError):
+            await w.r.bgrewriteaof()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await w.close()
+        await q.close()
+        await store.close()

@@ -1,7 +1,8 @@
 """The five catalogues are complete, current and safe to send, and numbers read right per locale.
 
 Fails on: a msgid without a translation in any language, a fuzzy entry, placeholders or HTML
-tags that differ from the English, a .mo older than its .po, a .pot older than the code; and
+tags that differ from the English, a .mo older than its .po, a .pot older than the code (as
+`pybabel extract` sees it); and
 renders every message in every language so str.format errors surface here, not in a chat.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from babel.messages.catalog import Catalog
+from babel.messages.frontend import CommandLineInterface
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
@@ -36,6 +38,8 @@ from hbscreen.bot.i18n import (
     tn,
 )
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+UPDATE = "pybabel extract && pybabel update"
 # Any message may become a photo caption (the photo guide is one), and captions stop at 1024.
 CAPTION_LIMIT = 1024
 TRANSLATED = [lang for lang in LANGUAGES if lang != DEFAULT_LANGUAGE]
@@ -78,6 +82,9 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "ja": "病院",
     },
     r"\beyelid\b": {"fr": "paupière", "sw": "kope", "hi": "पलक", "ja": "まぶた"},
+    # One term for "signs" (danger signs) per language, and WHO's name for the moderate band.
+    r"\bsigns?\b": {"fr": "signe", "sw": "dalili", "hi": "लक्षण", "ja": "サイン"},
+    r"\bmoderate\b": {"fr": "modérée", "sw": "wastani", "hi": "मध्यम", "ja": "中"},
     r"\bhealth worker\b": {
         "fr": "agent de santé",
         "sw": "mhudumu wa afya",
@@ -85,6 +92,8 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "ja": "医療スタッフ",
     },
 }
+# ... and the other words for the same thing, which must not come back.
+NOT_THE_TERM: dict[str, str] = {"hi": "संकेत", "ja": "兆候|徴候", "fr": "anémie moyenne"}
 SCRIPT_RE = {
     "hi": re.compile(r"[\u0900-\u097F]"),
     "ja": re.compile(r"[\u3040-\u30FF\u4E00-\u9FFF]"),
@@ -165,18 +174,33 @@ def test_template_has_messages():
         assert description in ids
 
 
-def test_template_matches_the_code(tmp_path):
-    """Re-extract from bot/ and compare msgid sets: the .pot is not stale."""
+@pytest.mark.parametrize("lang", TRANSLATED)
+def test_no_obsolete_entries(lang):
+    """A removed message leaves no stale (#~) entry behind."""
+    assert not list(_read_po(_po_path(lang), lang).obsolete), f"{lang}: obsolete (#~) entries"
+
+
+def test_template_matches_the_code(tmp_path, monkeypatch):
+    """Re-extract with `pybabel extract` (pyproject's [tool.babel]) and compare msgid sets: the
+    .pot is not stale."""
     fresh = tmp_path / "fresh.pot"
-    i18n.extract(fresh)
+    monkeypatch.chdir(REPO_ROOT)  # pybabel reads pyproject.toml from the current folder
+    CommandLineInterface().run(["pybabel", "-q", "extract", "-o", str(fresh)])
     current, extracted = _ids(_pot()), _ids(_read_po(fresh))
     assert extracted == current, (
-        "bot/locale/messages.pot is stale; run `python -m hbscreen.bot.i18n --update`.\n"
+        f"bot/locale/messages.pot is stale; run `{UPDATE}`.\n"
         f"new in code: {sorted(extracted - current)}\nonly in .pot: {sorted(current - extracted)}"
     )
 
 
-@pytest.mark.parametrize("lang", LANGUAGES)
+def test_english_is_the_source_language():
+    """English has no catalogue: msgids are the English text, so nothing can drift from them."""
+    assert DEFAULT_LANGUAGE not in TRANSLATED
+    assert not (LOCALE_DIR / DEFAULT_LANGUAGE).exists()
+    assert t("en", COMMANDS[0][1]) == COMMANDS[0][1]
+
+
+@pytest.mark.parametrize("lang", TRANSLATED)
 def test_catalogue_is_complete(lang):
     catalog = _read_po(_po_path(lang), lang)
     problems: list[str] = []
@@ -189,9 +213,7 @@ def test_catalogue_is_complete(lang):
             problems.append(f"fuzzy: {source.id!r}")
         if not all(s.strip() for s in _strings(message)):
             problems.append(f"untranslated: {source.id!r}")
-    assert not problems, (
-        f"{lang}: run `python -m hbscreen.bot.i18n --update` and translate:\n" + "\n".join(problems)
-    )
+    assert not problems, f"{lang}: run `{UPDATE}` and translate:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("lang", TRANSLATED)
@@ -225,6 +247,8 @@ def test_terms_follow_the_glossary(lang):
                     words[lang], text, re.I
                 ):
                     problems.append(f"{english} is not {words[lang]!r} in: {text!r}")
+            if lang in NOT_THE_TERM and re.search(NOT_THE_TERM[lang], text):
+                problems.append(f"{NOT_THE_TERM[lang]!r} instead of the glossary term: {text!r}")
             diagnosis = GLOSSARY[r"\bdiagnosis\b"][lang]
             if re.search(diagnosis, text, re.I) and "diagnos" not in src.lower():
                 problems.append(f"'diagnosis' where the English has none: {text!r}")
@@ -236,7 +260,7 @@ class _Blank(dict):
         return ""
 
 
-@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("lang", TRANSLATED)
 def test_placeholders_and_tags_match(lang):
     catalog = _read_po(_po_path(lang), lang)
     problems = []
@@ -269,7 +293,7 @@ def test_placeholders_and_tags_match(lang):
     assert not problems, f"{lang}:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("lang", TRANSLATED)
 def test_compiled_catalogue_is_current(lang):
     """The shipped .mo holds exactly what compiling the .po gives now."""
     catalog = _read_po(_po_path(lang), lang)
@@ -278,12 +302,10 @@ def test_compiled_catalogue_is_current(lang):
     buffer.seek(0)
     fresh = gettext.GNUTranslations(buffer)
     mo = _po_path(lang).with_suffix(".mo")
-    assert mo.exists(), f"{mo} missing; run `python -m hbscreen.bot.i18n --compile`"
+    assert mo.exists(), f"{mo} missing; run `pybabel compile`"
     with mo.open("rb") as fh:
         shipped = gettext.GNUTranslations(fh)
-    assert shipped._catalog == fresh._catalog, (
-        f"{mo} is stale; run `python -m hbscreen.bot.i18n --compile`"
-    )
+    assert shipped._catalog == fresh._catalog, f"{mo} is stale; run `pybabel compile`"
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The in-process queue (no Redis): same interface and the same worker loop, in one process."""
+"""The in-process queue (no Redis): what only it does. The behaviour both queues share is in
+test_queue_contract.py."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hbscreen.inference.queue.base import Job, JobQueue, JobSource, QueueBusy
-from hbscreen.inference.queue.batch import screen_via_queue
-from hbscreen.inference.queue.factory import make_queue
+from hbscreen.compose import wire_submitter
 from hbscreen.inference.queue.memory import MemoryQueue
+from hbscreen.inference.queue.protocol import Job, JobQueue, JobSource, QueueConfig
+from hbscreen.inference.worker import serve
 from hbscreen.settings import Settings
-from tests.redis_server import model_failed_process, noop_process, slow_process
+from tests.redis_server import model_failed_process, slow_process
 from tests.synthetic import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 
@@ -24,78 +25,31 @@ def job(**kw: object) -> Job:
     return Job(group=GROUP, **kw)
 
 
+class Local(MemoryQueue):
+    """A MemoryQueue with the worker loop as a task, as the composition root wires it."""
+
+    def start_workers(self, process, concurrency: int = 1) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(
+            serve(self, process, concurrency=concurrency, stop=self._stop, consumer="local")
+        )
+
+    async def close(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            await asyncio.wait_for(self._task, 10)
+        await super().close()
+
+
 async def test_implements_both_sides() -> None:
     q = MemoryQueue()
     assert isinstance(q, JobQueue) and isinstance(q, JobSource)
     await q.close()
 
 
-async def test_round_trip_wait_and_claim_delivery() -> None:
-    q = MemoryQueue()
-    q.start_workers(noop_process, concurrency=2)
-    try:
-        ids = [await q.submit(b"x" * i, job(reply_to={"k": str(i)})) for i in range(5)]
-        outs = [await q.wait(i, 5) for i in ids]
-        assert [o.job.id for o in outs] == ids
-        assert all(o.status == "done" and o.result and o.result.job_id == o.job.id for o in outs)
-        assert [o.job.reply_to for o in outs] == [{"k": str(i)} for i in range(5)]
-        assert await q.depth() == 0
-        assert await q.claim_delivery(ids[0]) is True
-        assert await q.claim_delivery(ids[0]) is False
-    finally:
-        await q.close()
-
-
-async def test_burst_beyond_depth_is_busy_and_nothing_is_dropped() -> None:
-    q = MemoryQueue(max_depth=4)
-    accepted, busy = [], 0
-    for i in range(10):
-        try:
-            accepted.append(await q.submit(b"%d" % i, job()))
-        except QueueBusy:
-            busy += 1
-    assert len(accepted) == 4 and busy == 6
-    q.start_workers(noop_process)
-    try:
-        outs = [await q.wait(i, 5) for i in accepted]
-        assert {o.status for o in outs} == {"done"}
-    finally:
-        await q.close()
-
-
-async def test_cancel_and_deadline() -> None:
-    q = MemoryQueue(job_deadline_s=0.3)
-    gone = await q.submit(b"a", job())
-    late = await q.submit(b"b", job())
-    assert await q.cancel(gone) is True and await q.cancel(gone) is False
-    await asyncio.sleep(0.4)
-    q.start_workers(noop_process)
-    try:
-        o = await q.wait(late, 3)
-        assert o.status == "expired" and o.result is None
-        with pytest.raises(asyncio.TimeoutError):
-            await q.wait(gone, 0.5)
-    finally:
-        await q.close()
-
-
-@pytest.mark.parametrize("process", [slow_process, model_failed_process])
-async def test_a_crashing_image_ends_dead_after_max_tries(process) -> None:
-    q = MemoryQueue(max_tries=3)
-    q.start_workers(process)
-    try:
-        jid = await q.submit(b"crash", job())
-        o = await q.wait(jid, 5)
-        assert o.status == "dead" and o.job.tries == 3
-        assert o.result is not None and o.result.error.code == "model_failed"
-        assert [d.job.id for d in q.dead_letters] == [jid]
-    finally:
-        await q.close()
-
-
 async def test_models_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HBSCREEN_TEST_SLEEP_S", "0.5")
-    q = MemoryQueue()
+    q = Local()
     q.start_workers(slow_process)
     try:
         jid = await q.submit(b"slow", job())
@@ -109,34 +63,36 @@ async def test_models_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) ->
         await q.close()
 
 
-async def test_factory_without_redis_screens_with_the_real_pipeline(tmp_path: Path) -> None:
+async def test_the_queue_starts_no_worker_itself() -> None:
+    q = MemoryQueue()
+    jid = await q.submit(b"x", job())
+    with pytest.raises(asyncio.TimeoutError):
+        await q.wait(jid, 0.3)
+    assert await q.depth() == 1  # still waiting: no worker loop unless someone starts one
+    await q.close()
+
+
+async def test_composition_without_redis_screens_with_the_real_pipeline(tmp_path: Path) -> None:
     settings = Settings(models_dir=build_tiny_models(tmp_path / "models"), redis_url=None)
-    q = make_queue(None, settings=settings)
-    assert isinstance(q, MemoryQueue)
+    wiring = wire_submitter(settings, submitter="bot")
+    q = wiring.queue
+    assert isinstance(q, MemoryQueue) and wiring.workers is not None
     try:
         jid = await q.submit(jpeg(synthetic_photo()), job())
         o = await q.wait(jid, 20)
         assert o.status == "done" and o.result is not None and o.result.ok, o.result
         assert o.result.job_id == jid and o.heatmap_jpeg and o.heatmap_jpeg[:2] == b"\xff\xd8"
     finally:
-        await q.close()
+        await wiring.close()
+    assert wiring.workers.done()
 
 
-async def test_batch_waits_out_a_busy_queue_and_surfaces_failures() -> None:
-    q = MemoryQueue(max_depth=3)
-    q.start_workers(noop_process)
+async def test_dead_letters_are_kept_in_memory() -> None:
+    q = Local(QueueConfig(max_tries=2))
+    q.start_workers(model_failed_process)
     try:
-        items = [(f"p{i}.jpg", b"x" * i) for i in range(20)]
-        got = {p: o async for p, o in screen_via_queue(q, items, GROUP, timeout=20)}
-        assert sorted(got) == sorted(p for p, _ in items)
-        assert {o.status for o in got.values()} == {"done"}
+        jid = await q.submit(b"crash", job())
+        assert (await q.wait(jid, 5)).status == "dead"
+        assert [d.job.id for d in q.dead_letters] == [jid]
     finally:
         await q.close()
-
-    class Broken(MemoryQueue):
-        async def submit(self, image: bytes, job: Job) -> str:
-            raise RuntimeError("redis is gone")
-
-    with pytest.raises(RuntimeError, match="redis is gone"):
-        async for _ in screen_via_queue(Broken(), [("a", b"x")], GROUP, timeout=5):
-            pass

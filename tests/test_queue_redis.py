@@ -1,8 +1,10 @@
-"""The Redis Streams queue against a real, private redis-server (AOF on, restartable).
+"""The Redis Streams queue against a real, private redis-server (AOF on, restartable): what
+only it does (key layout and TTLs, sealed payloads, restarts, reclaim, processes, several
+submitters). The behaviour both queues share is in test_queue_contract.py.
 
 The `redis_server` fixture (tests/redis_server.py, via conftest) gives each test its own
 server. Workers run either in-process (`serve` as a task) or as real subprocesses
-(`python -m hbscreen.inference.worker`) that the tests kill -9 or SIGTERM.
+(`hbscreen worker --process tests.redis_server:...`) that the tests kill -9 or SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from pathlib import Path
 import pytest
 
 from hbscreen.inference.metrics import WorkerMetrics
-from hbscreen.inference.queue.base import Job, JobOutcome, QueueBusy
-from hbscreen.inference.queue.redis_streams import RedisStreamsQueue
+from hbscreen.inference.queue.protocol import Job, JobOutcome, QueueConfig
+from hbscreen.inference.queue.redis_streams import RedisJobSource, RedisSubmitter
 from hbscreen.inference.worker import serve
 from tests.redis_server import (
+    QUEUE_KEY,
     RedisServer,
     model_failed_process,
     noop_process,
+    sealer_for_tests,
     slow_process,
 )
 
@@ -36,20 +40,23 @@ GROUP = "child-6-23m"
 
 
 def job(**kw: object) -> Job:
-    return Job(group=GROUP, reply_to={"chat": "k1"}, **kw)
+    return Job(**({"group": GROUP, "reply_to": {"chat": "k1"}} | kw))  # type: ignore[arg-type]
 
 
-def make(server: RedisServer, name: str = "bot", **kw: object) -> RedisStreamsQueue:
+def config(**kw: object) -> QueueConfig:
     opts: dict[str, object] = {"claim_idle_s": 0.5, "heartbeat_s": 0.2}
-    opts |= kw
-    return RedisStreamsQueue(server.url, submitter=name, **opts)  # type: ignore[arg-type]
+    return QueueConfig(**(opts | kw))  # type: ignore[arg-type]
+
+
+def make(server: RedisServer, name: str = "bot", **kw: object) -> RedisSubmitter:
+    return RedisSubmitter(server.url, config(**kw), submitter=name, sealer=sealer_for_tests())
 
 
 class Worker:
     """An in-process worker task with its own connection and metrics."""
 
     def __init__(self, server: RedisServer, process=noop_process, concurrency=1, **kw):
-        self.queue = make(server, "w", **kw)
+        self.queue = RedisJobSource(server.url, config(**kw), sealer=sealer_for_tests())
         self.metrics = WorkerMetrics()
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(
@@ -75,7 +82,7 @@ class Worker:
         await self.queue.close()
 
 
-async def collect(q: RedisStreamsQueue, n: int, timeout: float) -> list[JobOutcome]:
+async def collect(q: RedisSubmitter, n: int, timeout: float) -> list[JobOutcome]:
     """Up to n outcomes within timeout, from one long-lived outcomes() iterator per queue
     (like the bot): an outcome is acknowledged when the next one is asked for."""
     out: list[JobOutcome] = []
@@ -95,13 +102,15 @@ def spawn_worker(server: RedisServer, process: str, **env: str) -> subprocess.Po
         "HBSCREEN_CLAIM_IDLE_S": "0.5",
         "HBSCREEN_HEARTBEAT_S": "0.2",
         "HBSCREEN_SHUTDOWN_GRACE_S": "5",
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,
         "PYTHONPATH": str(ROOT),
     }
     e |= env
     cmd = [
         sys.executable,
         "-m",
-        "hbscreen.inference.worker",
+        "hbscreen.cli",
+        "worker",
         "--redis",
         server.url,
         "--process",
@@ -131,139 +140,93 @@ async def test_round_trip_cleans_up_and_bounds_every_key(redis_server: RedisServ
             assert o.heatmap_jpeg == b"\xff\xd8jpeg"
             assert o.job.reply_to == {"chat": "k1"} and o.job.tries == 1
         assert await q.depth() == 0
-        assert await q.r.keys("hbscreen:img:*") == []  # images gone as soon as jobs end
+        assert await q.r.keys("{hbscreen}:img:*") == []  # images gone as soon as jobs end
+        assert int(await q.r.get(q.keys.queued_bytes)) == 0
         for key in await q.r.keys("*"):
             ttl = await q.r.ttl(key)
             kind = (await q.r.type(key)).decode()
             # per-job keys expire; streams are trimmed and the results stream expires too
-            assert ttl > 0 or key in (b"hbscreen:jobs", b"hbscreen:deadlines"), (key, kind, ttl)
+            forever = (q.keys.jobs, q.keys.deadlines, q.keys.queued_bytes)
+            forever = tuple(k.encode() for k in forever)
+            assert ttl > 0 or key in forever, (key, kind, ttl)
         await wait_until(lambda: _counted(w, "hbscreen_jobs_done_total", 3), 5)
         await collect(q, 1, 0.2)  # asking for more acknowledges: outcomes leave Redis
         assert await q.r.xlen(q.results_key) == 0
-        assert await q.r.hkeys(f"hbscreen:job:{ids[0]}") and not await q.r.hexists(
-            f"hbscreen:job:{ids[0]}", "job"
+        assert await q.r.hkeys(q.keys.job(ids[0])) and not await q.r.hexists(
+            q.keys.job(ids[0]), "job"
         )  # only the final state is kept, briefly
-        beat = await q.workers()
-        assert beat and beat[0]["done"] >= 0
+        beats = await q.r.keys("{hbscreen}:worker:*")
+        assert beats and await q.r.ttl(beats[0]) > 0  # the worker's heartbeat
     finally:
         await w.close()
         await q.close()
 
 
-async def test_burst_beyond_depth_is_busy_and_every_accepted_job_completes(
-    redis_server: RedisServer,
-) -> None:
-    q = make(redis_server, max_depth=5)
-    accepted, busy = [], 0
-    for i in range(20):
-        try:
-            accepted.append(await q.submit(b"%d" % i, job()))
-        except QueueBusy:
-            busy += 1
-    assert len(accepted) == 5 and busy == 15 and await q.depth() == 5
-    w = Worker(redis_server, concurrency=2)
-    try:
-        outs = await collect(q, 5, 10)
-        assert sorted(o.job.id for o in outs) == sorted(accepted)
-        assert all(o.status == "done" for o in outs)
-        assert await q.depth() == 0
-        await q.submit(b"again", job())  # room again
-    finally:
-        await w.close()
-        await q.close()
-
-
-async def test_cancel_of_a_queued_job_delivers_nothing(redis_server: RedisServer) -> None:
+async def test_cancel_deletes_the_image_at_once(redis_server: RedisServer) -> None:
     q = make(redis_server)
-    keep = await q.submit(b"keep", job())
-    gone = await q.submit(b"gone", job())
-    assert await q.cancel(gone) is True
-    assert await q.cancel(gone) is False
-    assert await q.depth() == 1
-    assert not await q.r.exists(f"hbscreen:img:{gone}")
-    w = Worker(redis_server)
     try:
-        outs = await collect(q, 2, 2.0)
-        assert [o.job.id for o in outs] == [keep]
-        assert await q.cancel(keep) is False  # already done
+        gone = await q.submit(b"gone", job())
+        assert await q.r.exists(q.keys.image(gone))
+        assert await q.cancel(gone) is True
+        assert not await q.r.exists(q.keys.image(gone))
+        assert int(await q.r.get(q.keys.queued_bytes)) == 0
     finally:
-        await w.close()
         await q.close()
-
-
-async def test_cancel_while_processing_drops_the_result(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HBSCREEN_TEST_SLEEP_S", "0.6")
-    q = make(redis_server)
-    w = Worker(redis_server, process=slow_process)
-    try:
-        jid = await q.submit(b"slow", job())
-        await wait_until(lambda: _in_flight(w), 5)
-        assert await q.cancel(jid) is True
-        assert await collect(q, 1, 1.5) == []
-        await wait_until(lambda: _counted(w, "hbscreen_jobs_cancelled_total", 1), 5)
-        assert w.count("hbscreen_jobs_done_total") == 0
-    finally:
-        await w.close()
-        await q.close()
-
-
-async def _in_flight(w: Worker) -> bool:
-    return (w.metrics.registry.get_sample_value("hbscreen_jobs_in_flight") or 0) > 0
 
 
 async def _counted(w: Worker, name: str, n: float) -> bool:
     return w.count(name) >= n
 
 
-async def test_deadline_expiry_without_workers_and_late_results_dropped(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_submitter_expires_due_jobs_with_no_worker_up(redis_server: RedisServer) -> None:
     q = make(redis_server, job_deadline_s=0.4)
-    jid = await q.submit(b"nobody works", job())
-    outs = await collect(q, 1, 5)  # the submitter itself expires due jobs
-    assert [(o.job.id, o.status, o.result) for o in outs] == [(jid, "expired", None)]
-    assert await q.depth() == 0
-
-    monkeypatch.setenv("HBSCREEN_TEST_SLEEP_S", "0.8")
-    w = Worker(redis_server, process=slow_process)
     try:
-        late = await q.submit(b"too slow", job())
-        outs = await collect(q, 1, 5)
-        assert [(o.job.id, o.status, o.result) for o in outs] == [(late, "expired", None)]
-        await asyncio.sleep(0.8)  # the worker finishes after the deadline: nothing more comes
-        assert await collect(q, 1, 0.3) == []
+        jid = await q.submit(b"nobody works", job())
+        outs = await collect(q, 1, 5)  # the submitter itself expires due jobs
+        assert [(o.job.id, o.status, o.result) for o in outs] == [(jid, "expired", None)]
+        assert await q.depth() == 0 and not await q.r.exists(q.keys.image(jid))
+    finally:
+        await q.close()
+
+
+async def test_dead_letters_keep_no_routing_data(redis_server: RedisServer) -> None:
+    q = make(redis_server, max_tries=2)
+    w = Worker(redis_server, process=model_failed_process, max_tries=2)
+    try:
+        jid = await q.submit(b"crash!", job())
+        assert [o.status for o in await collect(q, 1, 10)] == ["dead"]
+        dead = await q.dead_letters()
+        assert [d["id"] for d in dead] == [jid] and dead[0]["tries"] == "2"
+        assert "reply_to" not in dead[0]["job"] and "k1" not in dead[0]["job"]
+        assert await q.depth() == 0 and not await q.r.exists(q.keys.image(jid))
     finally:
         await w.close()
         await q.close()
 
 
-@pytest.mark.parametrize("process", [slow_process, model_failed_process])
-async def test_crashing_image_is_dead_lettered_after_max_tries(
-    redis_server: RedisServer, process
+async def test_payloads_are_sealed_and_a_moved_blob_does_not_open(
+    redis_server: RedisServer,
 ) -> None:
-    q = make(redis_server, max_tries=3)
-    w = Worker(redis_server, process=process, max_tries=3)
+    """What Redis holds of a person (image, job, result, heatmap) is AES-GCM ciphertext bound
+    to its job: a blob copied onto another job is refused (dead-lettered), never processed."""
+    q = make(redis_server)
+    photo = b"\xff\xd8 a very recognisable photo \xff\xd9" * 20
     try:
-        jid = await q.submit(b"crash!", job())
-        outs = await collect(q, 1, 10)
-        assert len(outs) == 1
-        o = outs[0]
-        assert o.job.id == jid and o.status == "dead" and o.job.tries == 3
-        assert o.result is not None and o.result.error is not None
-        assert o.result.error.code == "model_failed" and not o.result.ok  # the person is told
-        dead = await q.dead_letters()
-        assert [d["id"] for d in dead] == [jid] and dead[0]["tries"] == "3"
-        assert "reply_to" not in dead[0]["job"] and "k1" not in dead[0]["job"]
-        # counted just after the outcome is published: give the worker a moment
-        await wait_until(lambda: _counted(w, "hbscreen_jobs_dead_lettered_total", 1), 5)
-        assert w.count("hbscreen_jobs_failed_total") == 3
-        assert w.count("hbscreen_jobs_retried_total") == 2
-        assert w.count("hbscreen_jobs_dead_lettered_total") == 1
-        assert await q.depth() == 0 and not await q.r.exists(f"hbscreen:img:{jid}")
+        a = await q.submit(photo, job(reply_to={"chat": "secret-route"}))
+        b = await q.submit(b"another photo", job())
+        sealed = await q.r.get(q.keys.image(a))
+        assert sealed and photo not in sealed and b"recognisable" not in sealed
+        assert b"secret-route" not in str(await q.r.hgetall(q.keys.job(a))).encode()
+        await q.r.set(q.keys.image(b), sealed, keepttl=True)  # a's image onto b's job
+        w = Worker(redis_server)
+        try:
+            outs = {o.job.id: o for o in await collect(q, 2, 10)}
+        finally:
+            await w.close()
+        assert outs[a].status == "done" and outs[b].status == "dead"
+        entries = await q.r.xrange(q.results_key)
+        assert all(b"jpeg" not in v and b"hb_g_dl" not in v for _, f in entries for v in f.values())
     finally:
-        await w.close()
         await q.close()
 
 
@@ -272,7 +235,7 @@ async def test_claim_delivery_is_true_once_across_processes(redis_server: RedisS
     try:
         results = await asyncio.gather(*[q.claim_delivery("j1") for q in (a, b, a, b)])
         assert sorted(results) == [False, False, False, True]
-        ttl = await a.r.ttl("hbscreen:sent:j1")
+        ttl = await a.r.ttl("{hbscreen}:sent:j1")
         assert ttl > 0
     finally:
         await a.close()
@@ -346,8 +309,8 @@ async def test_kill_9_mid_job_another_worker_finishes_it_exactly_once(
         await q.close()
 
 
-async def _begun(q: RedisStreamsQueue, jid: str) -> bool:
-    return int(await q.r.hget(f"hbscreen:job:{jid}", "tries") or 0) >= 1
+async def _begun(q: RedisSubmitter, jid: str) -> bool:
+    return int(await q.r.hget(q.keys.job(jid), "tries") or 0) >= 1
 
 
 async def test_a_slow_job_is_kept_alive_not_stolen(

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from hbscreen.compose import run_worker, wire_submitter
 from hbscreen.inference.jsonlog import JsonFormatter
 from hbscreen.inference.pipeline import Pipeline
-from hbscreen.inference.queue.base import Job
 from hbscreen.inference.queue.batch import screen_via_queue
-from hbscreen.inference.queue.factory import make_queue
-from hbscreen.inference.queue.redis_streams import RedisStreamsQueue
-from hbscreen.inference.worker import pipeline_process, run_worker, serve
+from hbscreen.inference.queue.protocol import Job, QueueConfig
+from hbscreen.inference.queue.redis_streams import RedisJobSource, RedisSubmitter
+from hbscreen.inference.worker import pipeline_process, serve
 from hbscreen.settings import Settings
-from tests.redis_server import RedisServer, free_port, noop_process
+from tests.redis_server import QUEUE_KEY, RedisServer, free_port, noop_process, sealer_for_tests
 from tests.test_pipeline import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 
@@ -74,13 +74,17 @@ async def test_worker_process_with_real_pipeline_metrics_and_clean_logs(
     redis_server: RedisServer, tiny_dir: Path, photos: list[tuple[str, bytes]]
 ) -> None:
     port = free_port()
-    env = os.environ | {"PYTHONPATH": str(ROOT), "HBSCREEN_HEARTBEAT_S": "0.2"}
-    cmd = [sys.executable, "-m", "hbscreen.inference.worker", "--redis", redis_server.url]
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "HBSCREEN_HEARTBEAT_S": "0.2",
+        "HBSCREEN_QUEUE_KEY": QUEUE_KEY,
+    }
+    cmd = [sys.executable, "-m", "hbscreen.cli", "worker", "--redis", redis_server.url]
     cmd += ["--models", str(tiny_dir), "--metrics-port", str(port)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    q = RedisStreamsQueue(redis_server.url, submitter="bot")
+    q = RedisSubmitter(redis_server.url, submitter="bot", sealer=sealer_for_tests())
     try:
         chat = "998877665544"  # must never reach the worker's logs
         ids = {}
@@ -108,7 +112,7 @@ async def test_worker_process_with_real_pipeline_metrics_and_clean_logs(
         assert m['hbscreen_stage_seconds_count{stage="regression"}'] >= 1
         assert m["hbscreen_worker_up"] == 1
         assert "hbscreen_queue_depth" in m
-        beats = await q.workers()
+        beats = [json.loads(await q.r.get(k)) for k in await q.r.keys(q.keys.worker("*"))]
         assert len(beats) == 1 and beats[0]["done"] >= 0
 
         proc.send_signal(signal.SIGTERM)
@@ -126,13 +130,14 @@ async def test_worker_process_with_real_pipeline_metrics_and_clean_logs(
 async def test_screen_via_queue_matches_in_process_screening(
     redis_server: RedisServer, tiny_dir: Path, photos: list[tuple[str, bytes]]
 ) -> None:
-    worker_q = RedisStreamsQueue(redis_server.url, submitter="worker")
+    worker_q = RedisJobSource(redis_server.url, sealer=sealer_for_tests())
     stop = asyncio.Event()
     task = asyncio.create_task(
         serve(worker_q, pipeline_process(tiny_dir), concurrency=2, stop=stop, block_s=0.1)
     )
-    settings = Settings(redis_url=redis_server.url, queue_max_depth=2)  # the batch must wait
-    q = make_queue(redis_server.url, settings=settings)  # a private results stream
+    settings = Settings(redis_url=redis_server.url, queue_max_depth=2, queue_key=QUEUE_KEY)
+    wiring = wire_submitter(settings, submitter=None)  # a private results stream
+    q = wiring.queue
     try:
         items = photos * 3
         items = [(f"{i}-{p}", d) for i, (p, d) in enumerate(items)]
@@ -150,7 +155,7 @@ async def test_screen_via_queue_matches_in_process_screening(
         stop.set()
         await task
         await worker_q.close()
-    r = RedisStreamsQueue(redis_server.url)
+    r = RedisSubmitter(redis_server.url)
     assert not await r.r.exists(results_key)  # the batch's stream is gone with it
     await r.close()
 
@@ -164,9 +169,9 @@ async def test_cli_screen_with_queue_matches_in_process(
     for name, data in photos:
         (folder / name.replace(".pdf", ".jpg")).write_bytes(data)
     stop = asyncio.Event()
-    worker_q = RedisStreamsQueue(redis_server.url, submitter="worker")
+    worker_q = RedisJobSource(redis_server.url, sealer=sealer_for_tests())
     task = asyncio.create_task(serve(worker_q, pipeline_process(tiny_dir), stop=stop))
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env = os.environ | {"PYTHONPATH": str(ROOT), "HBSCREEN_QUEUE_KEY": QUEUE_KEY}
     base = [sys.executable, "-m", "hbscreen.cli", "screen", str(folder), "--json"]
     base += ["--no-heatmap", "--group", GROUP, "--out", str(tmp_path / "out")]
 
@@ -205,8 +210,8 @@ async def test_broken_models_dead_letter_with_the_real_pipeline(
     card = json.loads((root / "regression.json").read_text())
     card["preprocessing"]["size"] = [16, 16]  # the graph wants 32x32: onnxruntime raises
     (root / "regression.json").write_text(json.dumps(card))
-    w = RedisStreamsQueue(redis_server.url, submitter="w", max_tries=2)
-    q = RedisStreamsQueue(redis_server.url, submitter="bot", max_tries=2)
+    w = RedisJobSource(redis_server.url, QueueConfig(max_tries=2))
+    q = RedisSubmitter(redis_server.url, QueueConfig(max_tries=2), submitter="bot")
     stop = asyncio.Event()
     task = asyncio.create_task(serve(w, pipeline_process(root), stop=stop, block_s=0.1))
     try:
@@ -226,10 +231,12 @@ async def test_run_worker_serves_metrics_and_stops_on_the_event(
     redis_server: RedisServer,
 ) -> None:
     port = free_port()
-    settings = Settings(redis_url=redis_server.url, metrics_port=port, heartbeat_s=0.2)
+    settings = Settings(
+        redis_url=redis_server.url, metrics_port=port, heartbeat_s=0.2, queue_key=QUEUE_KEY
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(settings, process=noop_process, stop=stop))
-    q = RedisStreamsQueue(redis_server.url)
+    q = RedisSubmitter(redis_server.url, sealer=sealer_for_tests())
     try:
         jid = await q.submit(b"x", Job(group=GROUP))
         assert (await q.wait(jid, 10)).status == "done"

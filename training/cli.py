@@ -12,22 +12,22 @@ import os
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = REPO_ROOT / "inference" / "models"
+from hbscreen.inference.modelcard import MODELS_DIR as DEFAULT_MODELS  # inside the package
 
 
 def default_data() -> Path:
-    """HBSCREEN_DATA, else ../shared/data/cp-anemic relative to the repository."""
+    """HBSCREEN_DATA, else ../shared/data/cp-anemic relative to the current folder."""
     env = os.environ.get("HBSCREEN_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data" / "cp-anemic")
+    return Path(env) if env else Path("..") / "shared" / "data" / "cp-anemic"
 
 
 def default_eyes() -> Path | None:
-    """HBSCREEN_EYES_DATA, else ../shared/data/eyes-defy-anemia if it exists."""
+    """HBSCREEN_EYES_DATA, else ../shared/data/eyes-defy-anemia (relative to the current
+    folder) if it exists."""
     env = os.environ.get("HBSCREEN_EYES_DATA")
     if env:
         return Path(env)
-    p = REPO_ROOT.parent / "shared" / "data" / "eyes-defy-anemia"
+    p = Path("..") / "shared" / "data" / "eyes-defy-anemia"
     return p if p.is_dir() else None
 
 

@@ -31,7 +31,7 @@ from .model_card_md import write_model_card_md
 from .regressor import renormalise
 
 VERSION = "2.0.0"
-REPORT_METRICS = Path(__file__).resolve().parents[1] / "reports" / "metrics.json"
+REPORT_METRICS = Path("reports") / "metrics.json"  # where `hbscreen evaluate` writes by default
 
 
 def train_regression(

@@ -6,24 +6,27 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from telegram import InputFile, Update
-from telegram.ext import ContextTypes
 
 from .. import keyboards, messages
 from ..i18n import t
-from ..services import Person, clear, load_person, services
+from ..services import BotContext, Person, clear, load_person
 from .flow import END
 
 log = logging.getLogger(__name__)
 
 STATS_DAYS = 14
+# One row per photo. Times are in the deployment's HBSCREEN_TIMEZONE, with the UTC offset.
 CSV_COLUMNS = [
     "label",
     "time",
     "group",
+    "validated_for_group",
+    "danger_signs",
     "estimate",
+    "interval_level",
     "interval_low",
     "interval_high",
     "category",
@@ -31,21 +34,21 @@ CSV_COLUMNS = [
 ]
 
 
-async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def help_command(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_chat.send_message(messages.help_text(person.lang))
 
 
-async def privacy(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def privacy(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     p = person.profile
     text = messages.privacy_text(person.lang, p.get("consent_version"), p.get("consent_at"))
     await update.effective_chat.send_message(text)
 
 
-async def cancel_jobs(context: ContextTypes.DEFAULT_TYPE, person: Person) -> int:
+async def cancel_jobs(context: BotContext, person: Person) -> int:
     """Cancel this person's jobs in flight: no result of them will be delivered."""
-    svc = services(context)
+    svc = context.services
     n = 0
     for ticket in await svc.store.tickets_of(person.h):
         route = await svc.store.pop_ticket(ticket)
@@ -55,7 +58,7 @@ async def cancel_jobs(context: ContextTypes.DEFAULT_TYPE, person: Person) -> int
     return n
 
 
-async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def cancel(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     n = await cancel_jobs(context, person)
     if n:
@@ -68,10 +71,10 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
-async def stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def stop(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     await cancel_jobs(context, person)
-    await services(context).store.cancel_reminder(person.h)
+    await context.services.store.cancel_reminder(person.h)
     await clear(context, person, "reminder_due", "reminder_chat")
     await update.effective_chat.send_message(
         t(
@@ -83,7 +86,7 @@ async def stop(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
-async def delete(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def delete(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
     await update.effective_chat.send_message(
         t(person.lang, "Delete everything we keep about you? This cannot be undone."),
@@ -91,7 +94,7 @@ async def delete(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
-async def on_delete(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int | None:
+async def on_delete(update: Update, context: BotContext) -> int | None:
     query = update.callback_query
     await query.answer()
     person = await load_person(update, context)
@@ -100,14 +103,14 @@ async def on_delete(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int |
         await update.effective_chat.send_message(t(lang, "OK. Nothing was deleted."))
         return None
     await cancel_jobs(context, person)
-    await services(context).store.delete_person(person.h)
+    await context.services.store.delete_person(person.h)
     await update.effective_chat.send_message(
         t(lang, "Everything about you is deleted. Send /start if you want to use the bot again.")
     )
     return END
 
 
-async def on_reminder(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_reminder(update: Update, context: BotContext) -> None:
     from ..reminders import schedule_reminder
 
     query = update.callback_query
@@ -115,7 +118,7 @@ async def on_reminder(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     person = await load_person(update, context)
     parts = query.data.split(":")
     if parts[1] == "yes":
-        weeks = services(context).settings.reminder_weeks
+        weeks = context.services.settings.reminder_weeks
         await schedule_reminder(context, person, weeks)
         await update.effective_chat.send_message(
             t(
@@ -128,9 +131,9 @@ async def on_reminder(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         await update.effective_chat.send_message(t(person.lang, "OK. No reminder."))
 
 
-async def summary(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def summary(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
-    svc = services(context)
+    svc = context.services
     since = person.profile.get("session_started", 0)
     records = [r for r in await svc.store.records(person.h) if r["time"] >= since]
     await update.effective_chat.send_message(
@@ -144,18 +147,28 @@ def _cell(value: object) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-def records_csv(records: list[dict]) -> bytes:
+def _yes_no(value: object) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
+def records_csv(records: list[dict], tz: tzinfo = timezone.utc) -> bytes:
+    """The CSV a health worker takes to her register: local times, the group and whether the
+    model is validated for it, danger signs, the interval and its level."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for r in records:
-        when = datetime.fromtimestamp(r["time"], tz=timezone.utc).isoformat(timespec="seconds")
+        when = datetime.fromtimestamp(r["time"], tz=tz).isoformat(timespec="seconds")
+        level = r.get("level")
         writer.writerow(
             [
                 _cell(r.get("label")),
                 when,
                 r.get("group", ""),
+                _yes_no(r.get("validated")),
+                _yes_no(r.get("danger")),
                 "" if r.get("hb") is None else f"{r['hb']:.1f}",
+                "" if r.get("low") is None or not level else f"{level}%",
                 "" if r.get("low") is None else f"{r['low']:.1f}",
                 "" if r.get("high") is None else f"{r['high']:.1f}",
                 r.get("category") or "",
@@ -165,20 +178,23 @@ def records_csv(records: list[dict]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-async def export(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def export(update: Update, context: BotContext) -> None:
     person = await load_person(update, context)
-    records = await services(context).store.records(person.h)
+    svc = context.services
+    records = await svc.store.records(person.h)
+    tz = svc.settings.tz
+    day = datetime.now(tz).date().isoformat()  # her local date: one file per day of work
     if not records:
         await update.effective_chat.send_message(t(person.lang, "There is nothing to export yet."))
         return
     await update.effective_chat.send_document(
-        InputFile(io.BytesIO(records_csv(records)), filename="screenings.csv"),
+        InputFile(io.BytesIO(records_csv(records, tz)), filename=f"screenings-{day}.csv"),
         caption=t(person.lang, "Your screenings as a CSV file."),
     )
 
 
-async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    svc = services(context)
+async def stats(update: Update, context: BotContext) -> None:
+    svc = context.services
     person = await load_person(update, context)
     user = update.effective_user
     if user is None or user.id not in svc.settings.admin_ids:

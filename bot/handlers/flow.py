@@ -12,13 +12,13 @@ import logging
 import re
 from pathlib import Path
 
-from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, Update
+from telegram import BotCommand, BotCommandScopeChat, CallbackQuery, Message, Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes, ConversationHandler
+from telegram.ext import ConversationHandler
 
 from .. import keyboards, messages
 from ..i18n import LANGUAGES, commands_for, language_name, t
-from ..services import Person, clear, load_person, now, save, services
+from ..services import BotContext, Person, clear, load_person, now, save
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ MAX_CAPTION = 1024  # Telegram counts UTF-16 code units
 CAMPAIGN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LABEL_RE = re.compile(r"^[\w\-/#.]{1,20}$")
 # What a new subject (someone else, next patient) must answer again.
-SUBJECT_FIELDS = ("label", "patient_ok", "group", "danger")
+SUBJECT_FIELDS = ("label", "patient_ok", "group", "danger", "danger_photo")
 
 
 async def _send(update: Update, text: str, markup=None) -> None:
@@ -39,11 +39,11 @@ async def _send(update: Update, text: str, markup=None) -> None:
 
 
 async def advance(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, person: Person, *, short: bool = False
+    update: Update, context: BotContext, person: Person, *, short: bool = False
 ) -> int:
     """Ask for the first missing answer and return the state that waits for it."""
     p, lang = person.profile, person.lang
-    settings = services(context).settings
+    settings = context.services.settings
     if not p.get("lang"):
         await _send(update, t(lang, "Choose your language."), keyboards.languages())
         return LANG
@@ -82,8 +82,15 @@ async def advance(
         await _send(update, t(lang, "Choose the group of the person."), keyboards.group(lang))
         return GROUP
     if p.get("danger") is None:
-        pregnant = p["group"].startswith("pregnant")
-        await _send(update, messages.danger_question(lang, pregnant), keyboards.danger(lang))
+        await _send(update, messages.danger_question(lang, p["group"]), keyboards.danger(lang))
+        return DANGER
+    if p["danger"] and not p.get("danger_photo"):
+        # The urgent referral comes first; a photo only if she still wants one.
+        await _send(
+            update,
+            messages.danger_referral_text(lang, person.worker),
+            keyboards.after_danger(lang, person.worker),
+        )
         return DANGER
     if short:
         await _send(update, t(lang, "Please send a photo of the inside of the lower eyelid."))
@@ -110,12 +117,14 @@ async def send_photo_guide(update: Update, lang: str) -> None:
     await _send(update, text)
 
 
-async def _answer(query: CallbackQuery) -> None:
+async def _answer(query: CallbackQuery | None) -> None:
     """Acknowledge the tap and show the choice under the question (best effort)."""
+    if query is None:
+        return
     with contextlib.suppress(TelegramError):
         await query.answer()
     msg, markup = query.message, getattr(query.message, "reply_markup", None)
-    if msg is None or markup is None or not getattr(msg, "text", None):
+    if not isinstance(msg, Message) or markup is None or not msg.text:
         return
     chosen = next(
         (b.text for row in markup.inline_keyboard for b in row if b.callback_data == query.data),
@@ -131,7 +140,7 @@ async def _answer(query: CallbackQuery) -> None:
 # -- commands that (re)start the conversation -------------------------------------------------
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def start(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     fields: dict = {"mode": "self", "session_started": now()}
     if context.args and CAMPAIGN_RE.match(context.args[0]):
@@ -141,18 +150,18 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def worker(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def worker(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     await enter_worker_mode(context, person)
     return await advance(update, context, person)
 
 
-async def enter_worker_mode(context: ContextTypes.DEFAULT_TYPE, person: Person) -> None:
+async def enter_worker_mode(context: BotContext, person: Person) -> None:
     await clear(context, person, *SUBJECT_FIELDS)
     await save(context, person, mode="worker", who="patient", session_started=now())
 
 
-async def language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def language(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     await _send(update, t(person.lang, "Choose your language."), keyboards.languages())
     return LANG
@@ -161,7 +170,7 @@ async def language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
 # -- answers (buttons) ------------------------------------------------------------------------
 
 
-async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_language(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     lang = query.data.split(":", 1)[1]
@@ -174,9 +183,9 @@ async def on_language(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int
     return await advance(update, context, person)
 
 
-async def set_chat_commands(context: ContextTypes.DEFAULT_TYPE, chat_id: int, lang: str) -> None:
+async def set_chat_commands(context: BotContext, chat_id: int, lang: str) -> None:
     """This chat's command menu in its chosen language."""
-    admin = chat_id in services(context).settings.admin_ids
+    admin = chat_id in context.services.settings.admin_ids
     commands = [BotCommand(c, d) for c, d in commands_for(lang, admin=admin)]
     try:
         await context.bot.set_my_commands(commands, scope=BotCommandScopeChat(chat_id))
@@ -184,16 +193,16 @@ async def set_chat_commands(context: ContextTypes.DEFAULT_TYPE, chat_id: int, la
         log.warning("could not set the chat's command menu: %s", type(e).__name__)
 
 
-async def on_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_consent(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
     lang = person.lang
     if query.data == "consent:yes":
-        version = services(context).settings.consent_policy_version
+        version = context.services.settings.consent_policy_version
         await save(context, person, consent_version=version, consent_at=now())
         return await advance(update, context, person)
-    await services(context).store.delete_person(person.h)
+    await context.services.store.delete_person(person.h)
     await _send(
         update,
         t(lang, "That is fine. Nothing about you is kept. Send /start if you change your mind."),
@@ -201,7 +210,7 @@ async def on_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
-async def on_who(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_who(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -214,7 +223,7 @@ async def on_who(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def on_patient_consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_patient_consent(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -229,7 +238,7 @@ async def on_patient_consent(update: Update, context: ContextTypes.DEFAULT_TYPE)
     return END
 
 
-async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_group(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
@@ -243,38 +252,29 @@ async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     if choice == "baby":
         await _send(
             update,
-            t(
-                lang,
-                "This screening is not made for babies younger than 6 months. "
-                "Please ask a health worker.",
-            ),
+            messages.young_baby_text(lang, person.worker),
+            keyboards.young_baby(lang, person.worker),
         )
-        return await advance(update, context, person)
+        return GROUP
     if choice in messages.GROUP_LABELS:
         await clear(context, person, "danger")
         await save(context, person, group=choice)
     return await advance(update, context, person)
 
 
-async def on_danger(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_danger(update: Update, context: BotContext) -> int:
     query = update.callback_query
     await _answer(query)
     person = await load_person(update, context)
-    danger = query.data == "danger:yes"
-    await save(context, person, danger=danger)
-    if danger:
-        await _send(
-            update,
-            t(
-                person.lang,
-                "⚠️ These are danger signs. <b>Go to a health facility today.</b> "
-                "Do not wait for the photo result.",
-            ),
-        )
+    if query.data == "danger:photo":  # after the urgent referral, she still wants a photo
+        if person.profile.get("danger"):
+            await save(context, person, danger_photo=True)
+        return await advance(update, context, person)
+    await save(context, person, danger=query.data == "danger:yes")
     return await advance(update, context, person)
 
 
-async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_after(update: Update, context: BotContext) -> int:
     """The buttons under a result: other eye, someone else / next patient, done."""
     query = update.callback_query
     await _answer(query)
@@ -285,6 +285,7 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             await _send(update, t(lang, "Send a photo of the other eye."))
             return PHOTO
         return await advance(update, context, person)
+    await record_referral_without_photo(context, person)
     if choice == "other":
         if person.worker:
             await clear(context, person, *SUBJECT_FIELDS)
@@ -292,7 +293,7 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             await clear(context, person, "who", *SUBJECT_FIELDS)
         return await advance(update, context, person)
     await _send(update, t(lang, "Thank you. Take care. Send /start for a new screening."))
-    settings = services(context).settings
+    settings = context.services.settings
     if not person.worker and not person.profile.get("reminder_due") and settings.reminder_weeks:
         await _send(
             update,
@@ -306,6 +307,27 @@ async def on_after(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return END
 
 
+async def record_referral_without_photo(context: BotContext, person: Person) -> None:
+    """A patient sent to a facility for danger signs, with no photo: still a line in the
+    worker's /summary and /export (referred today), never counted as a screening."""
+    p = person.profile
+    if not (p.get("danger") and not p.get("danger_photo") and p.get("group")):
+        return
+    await context.services.store.add_record(
+        person.h,
+        {
+            "time": now(),
+            "label": p.get("label") or "",
+            "group": p["group"],
+            "hb": None,
+            "photo": False,
+            "danger": True,
+            "referral": "urgent",
+        },
+    )
+    await save(context, person, danger_photo=True)  # once, even if a button is tapped twice
+
+
 # -- typed text -------------------------------------------------------------------------------
 
 
@@ -314,7 +336,7 @@ def looks_like_a_name(label: str) -> bool:
     return not any(ch.isdigit() for ch in label)
 
 
-async def on_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_label(update: Update, context: BotContext) -> int:
     person = await load_person(update, context)
     lang = person.lang
     label = (update.effective_message.text or "").strip()
@@ -339,7 +361,7 @@ async def on_label(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person)
 
 
-async def reprompt(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def reprompt(update: Update, context: BotContext) -> int:
     """Typed text or a photo where a button answer was expected: ask the question again."""
     person = await load_person(update, context)
     msg = update.effective_message
@@ -350,7 +372,7 @@ async def reprompt(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return await advance(update, context, person, short=True)
 
 
-async def photo_expected(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def photo_expected(update: Update, context: BotContext) -> int:
     """Typed text while the bot waits for the photo."""
     person = await load_person(update, context)
     return await advance(update, context, person, short=True)

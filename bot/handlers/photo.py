@@ -15,18 +15,17 @@ from pathlib import PurePath
 from telegram import Document, PhotoSize, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
-from hbscreen.inference.queue.base import Job, QueueBusy
+from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
+from hbscreen.inference.queue.protocol import Job, QueueBusy
+from hbscreen.settings import Settings
 
-from .. import metrics
+from .. import messages, metrics
 from ..i18n import t
-from ..services import MAX_UPLOAD_BYTES, Person, load_person, now, services
-from .flow import PHOTO, advance
+from ..services import BotContext, Person, load_person, now, save
+from .flow import PHOTO, advance, reprompt
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
 
 
 def is_image_document(doc: Document) -> bool:
@@ -37,7 +36,18 @@ def is_image_document(doc: Document) -> bool:
     return (not mime or mime == "application/octet-stream") and ext in IMAGE_EXTENSIONS
 
 
-async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+async def on_photo_after_danger(update: Update, context: BotContext) -> int:
+    """A photo while the danger question or the urgent referral is on screen: after the
+    referral it is the "take the photo anyway" answer (nothing is lost); before the answer,
+    the question is asked again."""
+    person = await load_person(update, context)
+    if not person.profile.get("danger"):
+        return await reprompt(update, context)
+    await save(context, person, danger_photo=True)
+    return await on_photo(update, context)
+
+
+async def on_photo(update: Update, context: BotContext) -> int:
     """A photo or a document in the PHOTO state."""
     person = await load_person(update, context)
     p = person.profile
@@ -49,30 +59,30 @@ async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     if msg.photo:
         media = msg.photo[-1]  # the largest size
     else:
-        media = msg.document
-        if not is_image_document(media):
+        document = msg.document
+        assert document is not None  # IMAGE_INPUT lets only photos and documents in
+        media = document
+        if not is_image_document(document):
             metrics.PHOTOS.labels("wrong_type").inc()
             await msg.reply_text(
                 do_quote=True,
                 text=t(lang, "This file is not a photo. Please send a photo (JPG or PNG)."),
             )
             return PHOTO
-    if media.file_size and media.file_size > MAX_UPLOAD_BYTES:
+    if media.file_size and media.file_size > MAX_BYTES:
         metrics.PHOTOS.labels("too_large").inc()
         await msg.reply_text(
             do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
         )
         return PHOTO
-    svc = services(context)
-    if not await svc.store.hit_rate(person.h, svc.settings.rate_limit_per_hour):
+    svc = context.services
+    limit = rate_limit_for(svc.settings, person)
+    if not await svc.store.hit_rate(person.h, limit):
         metrics.PHOTOS.labels("rate_limited").inc()
+        free_at = await svc.store.rate_free_at(person.h, limit)
         await msg.reply_text(
             do_quote=True,
-            text=t(
-                lang,
-                "You sent many photos in the last hour. Please wait a while, then try again. "
-                "This keeps the service fair for everyone.",
-            ),
+            text=messages.rate_limited_text(lang, free_at, now(), svc.settings.tz),
         )
         return PHOTO
     await _chat_action(update)
@@ -86,7 +96,7 @@ async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
             do_quote=True, text=t(lang, "I could not get this photo. Please send it again.")
         )
         return PHOTO
-    if len(data) > MAX_UPLOAD_BYTES:
+    if len(data) > MAX_BYTES:
         metrics.PHOTOS.labels("too_large").inc()
         await msg.reply_text(
             do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
@@ -96,16 +106,20 @@ async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
     return PHOTO
 
 
+def rate_limit_for(settings: Settings, person: Person) -> int:
+    """Photos per hour: a health worker screens a clinic's patients (2 eyes each, retakes),
+    a person screens herself and her family."""
+    return settings.worker_rate_limit_per_hour if person.worker else settings.rate_limit_per_hour
+
+
 async def _chat_action(update: Update) -> None:
     with contextlib.suppress(TelegramError):
         await update.effective_chat.send_action(ChatAction.UPLOAD_PHOTO)
 
 
-async def submit(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, person: Person, data: bytes
-) -> None:
+async def submit(update: Update, context: BotContext, person: Person, data: bytes) -> None:
     """Queue one photo and leave a status message that delivery edits later."""
-    svc = services(context)
+    svc = context.services
     p, lang = person.profile, person.lang
     depth = await svc.queue.depth()
     if depth >= 3:
@@ -141,20 +155,23 @@ async def submit(
     metrics.PHOTOS.labels("accepted").inc()
     await svc.store.update_ticket(ticket, job_id=job_id)
     if context.job_queue is not None and svc.settings.status_update_s > 0:
-        context.job_queue.run_once(
-            still_working, svc.settings.status_update_s, data=ticket, name=f"status-{ticket}"
+        context.job_queue.run_once(  # PTB types context.job_queue as JobQueue[ST]
+            still_working,  # type: ignore[arg-type]
+            svc.settings.status_update_s,
+            data=ticket,
+            name=f"status-{ticket}",
         )
 
 
-async def _edit(context: ContextTypes.DEFAULT_TYPE, chat_id: int, message_id: int, text: str):
+async def _edit(context: BotContext, chat_id: int, message_id: int, text: str):
     with contextlib.suppress(TelegramError):
         await context.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
 
 
-async def still_working(context: ContextTypes.DEFAULT_TYPE) -> None:
+async def still_working(context: BotContext) -> None:
     """Edit the status message while the job is still in flight."""
-    svc = services(context)
-    route = await svc.store.get_ticket(context.job.data)
+    svc = context.services
+    route = await svc.store.get_ticket(str(context.job.data))
     if not route:
         return
     chat_id = svc.keyring.open(route["chat"])

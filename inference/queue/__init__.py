@@ -1,5 +1,25 @@
 """Job queue: the only channel between the bot (or a batch CLI) and the workers."""
 
-from .base import Job, JobOutcome, JobQueue, OutcomeStatus, QueueBusy
+from .protocol import (
+    Delivery,
+    Job,
+    JobOutcome,
+    JobQueue,
+    JobSource,
+    OutcomeStatus,
+    Process,
+    QueueBusy,
+    QueueConfig,
+)
 
-__all__ = ["Job", "JobOutcome", "JobQueue", "OutcomeStatus", "QueueBusy"]
+__all__ = [
+    "Delivery",
+    "Job",
+    "JobOutcome",
+    "JobQueue",
+    "JobSource",
+    "OutcomeStatus",
+    "Process",
+    "QueueBusy",
+    "QueueConfig",
+]

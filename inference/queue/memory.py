@@ -1,8 +1,9 @@
 """The in-process queue: the same interface as the Redis queue, for one machine without Redis.
 
-`hbscreen bot` uses it when REDIS_URL is unset; `start_workers()` runs the worker loop of
-`hbscreen.inference.worker` as a task in the same event loop, with the models in a thread pool, so a
-slow model never blocks the bot. Nothing survives a restart (that is what Redis is for).
+`hbscreen bot` uses it when REDIS_URL is unset: the composition root (`hbscreen.compose`) runs
+the worker loop of `hbscreen.inference.worker` against it as a task in the same event loop,
+with the models in a thread pool, so a slow model never blocks the bot. Nothing survives a
+restart (that is what Redis is for).
 """
 
 from __future__ import annotations
@@ -14,22 +15,18 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..result import ScreeningResult
-from .base import (
+from .protocol import (
     Delivery,
     Job,
     JobOutcome,
     OutcomeStatus,
     OutcomeWaiters,
     QueueBusy,
+    QueueConfig,
     Skipped,
 )
-
-if TYPE_CHECKING:
-    from ..worker import Process
 
 FINAL_KEPT = 10_000  # final states remembered (late finish, cancel after the end)
 SENT_KEPT = 100_000  # delivery claims remembered
@@ -54,12 +51,12 @@ def _remember(d: OrderedDict[str, str], key: str, value: str, cap: int) -> None:
 class MemoryQueue(OutcomeWaiters):
     """Both sides (`JobQueue` and `JobSource`) in one process."""
 
-    def __init__(
-        self, *, max_depth: int = 200, job_deadline_s: float = 120.0, max_tries: int = 3
-    ) -> None:
-        self.max_depth = max_depth
-        self.job_deadline_s = job_deadline_s
-        self.max_tries = max_tries
+    def __init__(self, config: QueueConfig | None = None) -> None:
+        config = config or QueueConfig()
+        self.max_depth = config.max_depth
+        self.job_deadline_s = config.job_deadline_s
+        self.max_tries = config.max_tries
+        self.max_queued_bytes = config.max_queued_bytes
         self._entries: dict[str, _Entry] = {}
         self._ready: deque[str] = deque()
         self._final: OrderedDict[str, str] = OrderedDict()
@@ -68,53 +65,15 @@ class MemoryQueue(OutcomeWaiters):
         self._wake = asyncio.Event()
         self.dead_letters: deque[JobOutcome] = deque(maxlen=1000)
         self._next_sweep = 0.0
-        self._workers: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self._worker_args: dict[str, object] | None = None
         self._init_waiters()
-
-    # ---------------------------------------------------------------- in-process workers
-    def start_workers(
-        self,
-        process: Process | None = None,
-        *,
-        concurrency: int = 1,
-        models_dir: Path | None = None,
-        threads: int = 1,
-    ) -> None:
-        """Run the worker loop in this event loop (now if one runs, else at the first submit).
-
-        Without `process` the real pipeline is loaded once, in a thread."""
-        self._worker_args = {
-            "process": process,
-            "concurrency": concurrency,
-            "models_dir": models_dir,
-            "threads": threads,
-        }
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop()
-            self._ensure_workers()
-
-    def _ensure_workers(self) -> None:
-        if self._worker_args is None or (self._workers and not self._workers.done()):
-            return
-        self._workers = asyncio.create_task(self._run_workers(**self._worker_args))  # type: ignore[arg-type]
-
-    async def _run_workers(
-        self, process: Process | None, concurrency: int, models_dir: Path | None, threads: int
-    ) -> None:
-        from ..worker import pipeline_process, serve
-
-        if process is None:
-            loop = asyncio.get_running_loop()
-            process = await loop.run_in_executor(None, pipeline_process, models_dir, threads)
-        await serve(self, process, concurrency=concurrency, stop=self._stop, consumer="local")
 
     # ---------------------------------------------------------------- submitter side
     async def submit(self, image: bytes, job: Job) -> str:
-        self._ensure_workers()
         if len(self._entries) >= self.max_depth:
             raise QueueBusy(f"{self.max_depth} jobs are waiting")
+        queued = sum(len(e.image) for e in self._entries.values())
+        if self._entries and queued + len(image) > self.max_queued_bytes:
+            raise QueueBusy("the queued images fill the queue's memory")
         job = job.model_copy()
         job.id = job.id or uuid.uuid4().hex
         if job.id in self._entries or job.id in self._final:
@@ -151,11 +110,7 @@ class MemoryQueue(OutcomeWaiters):
             yield await self._out.get()
 
     async def close(self) -> None:
-        self._stop.set()
         self._wake.set()
-        if self._workers is not None:
-            with contextlib.suppress(Exception):
-                await self._workers
         await self._stop_pump()
 
     # ---------------------------------------------------------------- worker side

@@ -1,7 +1,7 @@
 """`hbscreen demo-chat`: the whole product in one process, without a Telegram token.
 
 The real bot (`hbscreen.bot.app.build_application`), the in-process queue with a worker
-running the real models, and the Bot API stand-in (`hbscreen.bot.standin`) run on one event
+running the real models, and the Bot API stand-in (`hbscreen.standin`) run on one event
 loop. A scripted person (or you, with --interactive) talks to the bot through the stand-in
 over real HTTP; the conversation prints to the terminal, and every image or file the bot sends
 is saved under --out.
@@ -33,26 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from .standin import (
-    BotAPIStandIn,
-    ChatEvent,
-    ChatMessage,
-    ConversationTimeout,
-    SimulatedUser,
-    serve_polling,
-)
+from .polling import serve_polling
+from .server import BotAPIStandIn
+from .state import ChatEvent, ChatMessage
+from .user import ConversationTimeout, SimulatedUser
 
 if TYPE_CHECKING:
     from hbscreen.inference.worker import Process
     from hbscreen.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
-# The committed example: beside the package in a checkout, or under the current folder when
-# the package was installed from a clone (pip install .).
-DEFAULT_PHOTO = next(
-    (p for p in (REPO / "examples" / "eyelid.jpg", Path("examples") / "eyelid.jpg") if p.is_file()),
-    REPO / "examples" / "eyelid.jpg",
-)
+# The committed example, as the README runs it from a clone; elsewhere pass --photo.
+DEFAULT_PHOTO = Path("examples") / "eyelid.jpg"
 DEFAULT_SCRIPT = """\
 # A pregnant woman screening herself (the first journey of the design).
 /start
@@ -338,7 +329,7 @@ async def run_demo(
     """Run the demo; 0 when the script (or the session) ended normally, 1 when a step failed,
     2 when the models cannot be loaded."""
     from hbscreen.bot.app import build_application
-    from hbscreen.inference.queue.factory import make_queue
+    from hbscreen.compose import wire_submitter
 
     if process is None:  # load the models first: a missing model fails here, clearly
         from hbscreen.inference.worker import pipeline_process
@@ -352,7 +343,8 @@ async def run_demo(
             return 2
     async with BotAPIStandIn() as standin:
         settings = demo_settings(standin, models_dir)
-        queue = make_queue(None, submitter="bot", settings=settings, process=process)
+        wiring = wire_submitter(settings, submitter="bot", process=process)
+        queue = wiring.queue
         user = standin.user(10_001, first_name="Demo", language_code=language_code)
         transcript = Transcript(user, out_dir, echo)
         try:
@@ -379,7 +371,7 @@ async def run_demo(
                         await printer
                     transcript.flush()
         finally:
-            await queue.close()
+            await wiring.close()
             if transcript.saved:
                 transcript.say(f"\nSaved {len(transcript.saved)} file(s) in {out_dir}/")
             if transcript.lines:

@@ -1,20 +1,23 @@
-"""The queue interface shared by the Redis Streams queue and the in-process queue.
+"""The queue protocol and its types: the one contract between the bot, the queue and workers.
 
 Data flows one way: submit (bot/CLI) -> worker -> outcome (bot/CLI). The image blob travels
 beside the job, never inside the result.
 
-Two sides:
+Two sides, implemented by the in-process queue (`memory.MemoryQueue`, both sides in one
+object) and by Redis Streams (`redis_streams.RedisSubmitter`, `redis_streams.RedisJobSource`):
 - `JobQueue`, the submitter's side (bot, batch CLI): submit, cancel, outcomes, delivery claim.
 - `JobSource`, the worker's side: take jobs, finish them, retry or hand them back. The worker
   loop in `hbscreen.inference.worker` runs against either implementation.
+Who builds which queue and starts which workers is the composition root's business
+(`hbscreen.compose`), not the queue's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -23,6 +26,26 @@ from ..errors import ErrorCode
 from ..result import ErrorInfo, ScreeningResult
 
 OutcomeStatus = Literal["done", "dead", "expired", "cancelled"]
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The queue's limits, given explicitly by the composition root (from the settings).
+
+    The in-process queue uses the first three; Redis uses all of them."""
+
+    max_depth: int = 200  # jobs waiting or in flight; beyond it submit() raises QueueBusy
+    # and the bytes of their images (Redis: sized to its maxmemory, so that no accepted job
+    # is ever refused or evicted); one job is always accepted into an empty queue
+    max_queued_bytes: int = 400 * 2**20
+    job_deadline_s: float = 120.0  # a job not done by then ends as "expired"
+    max_tries: int = 3  # a job whose models fail this often is dead-lettered
+    image_ttl_s: int = 600  # the image bytes expire even if nobody cleans up
+    claim_idle_s: float = 30.0  # an entry untouched this long belongs to a dead worker
+    heartbeat_s: float = 5.0  # worker heartbeat period (key TTL: 3 periods)
+    prefix: str = "hbscreen"  # key prefix (Redis), so one Redis can serve several deployments
+    results_ttl_s: int = 24 * 3600  # outcomes, delivery markers and dead letters expire
+    stream_maxlen: int = 10_000  # safety net on stream lengths (entries are deleted anyway)
 
 
 class QueueBusy(Exception):
@@ -93,12 +116,17 @@ class JobQueue(Protocol):
 
 @dataclass
 class Delivery:
-    """One job handed to a worker; `handle` is the implementation's token (a stream entry id)."""
+    """One job handed to a worker; `handle` is the implementation's token (a stream entry id),
+    `results_to` where its outcome goes (the Redis queue: the submitter's results stream)."""
 
     job: Job
     image: bytes
     handle: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    results_to: str = ""
+
+
+# The processing a worker runs on each job: the real pipeline, or a stand-in in tests.
+Process = Callable[[bytes, Job], tuple[ScreeningResult, bytes | None]]
 
 
 # What `JobSource.take` did with a job it did not hand out (for metrics).
