@@ -138,7 +138,7 @@ def write_model_card_md(
         "## Licence and citation",
         "",
         card.licence,
-        "Cite both wherever these models are used:",
+        "Cite them wherever these models are used:",
         "",
         *[f"- {c}" for c in card.citation],
         "",
