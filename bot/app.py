@@ -8,15 +8,19 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import AIORateLimiter, ApplicationBuilder, Defaults
+from telegram.error import InvalidToken, NetworkError
+from telegram.ext import ApplicationBuilder, Defaults
 
 from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings, get_settings
 
 from . import logscrub
+from .concurrency import PerChatRateLimiter, PerChatUpdateProcessor
 from .conversation import register_handlers
 from .delivery import run_delivery
 from .handlers.flow import set_default_commands
@@ -27,6 +31,12 @@ from .storage import KeyRing, Store, make_store
 from .updates import guard_replays
 
 log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_UPDATES = 256
+
+
+class StartupError(RuntimeError):
+    """A configuration or reachability problem at start-up, said in one line to the operator."""
 
 
 def quiet_loggers() -> None:
@@ -56,7 +66,8 @@ def build_application(
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(settings.telegram_api_base_url)
         .base_file_url(settings.telegram_file_base_url)
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(PerChatRateLimiter(max_retries=3))
+        .concurrent_updates(PerChatUpdateProcessor(MAX_CONCURRENT_UPDATES))
         .persistence(StorePersistence(store))
         .defaults(Defaults(parse_mode=ParseMode.HTML))
         .context_types(CONTEXT_TYPES)
@@ -129,16 +140,27 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-    wiring = wire_submitter(settings, submitter="bot")
-    queue = wiring.queue
-    application = build_application(settings, queue)
+    if settings.telegram_bot_token is None:
+        raise StartupError("TELEGRAM_BOT_TOKEN is not set")
     webhook = bool(settings.webhook_url)
     if webhook and settings.webhook_secret is None:
-        raise ValueError("HBSCREEN_WEBHOOK_SECRET must be set with HBSCREEN_WEBHOOK_URL")
+        raise StartupError("HBSCREEN_WEBHOOK_SECRET must be set with HBSCREEN_WEBHOOK_URL")
+    try:
+        wiring = wire_submitter(settings, submitter="bot")
+        application = build_application(settings, wiring.queue)
+    except ValueError as e:  # redis-py refuses a malformed REDIS_URL this way
+        raise StartupError(f"REDIS_URL is not a usable Redis URL ({e})") from None
+    try:
+        await preflight(application, settings)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await wiring.close()
+        with contextlib.suppress(Exception):
+            await application.bot_data.services.store.close()
+        raise
     from aiohttp import web
 
     runner = web.AppRunner(make_web_app(application, settings, webhook=webhook), access_log=None)
-    await application.initialize()
     try:
         await _post_init(application)
         await application.start()
@@ -175,12 +197,46 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await wiring.close()
 
 
-def run_bot(settings: Settings | None = None) -> None:
-    """Entry point for `hbscreen bot`."""
+def _where(url: str) -> str:
+    """host:port of a URL, without credentials or path (tokens and passwords stay out)."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    except ValueError:
+        return "(unreadable URL)"
+
+
+async def preflight(application: BotApplication, settings: Settings) -> None:
+    """Redis answers and the Bot API knows the token, else StartupError (one line, no trace).
+    Ends with the application initialised."""
+    store = application.bot_data.services.store
+    if settings.redis_url and not await store.ping():
+        raise StartupError(f"cannot reach Redis at {_where(settings.redis_url)} (REDIS_URL)")
+    try:
+        await application.initialize()
+    except InvalidToken:
+        raise StartupError(
+            "the Bot API refused TELEGRAM_BOT_TOKEN: it is wrong or was revoked "
+            "(check it with @BotFather)"
+        ) from None
+    except NetworkError as e:  # refused, unresolvable, timed out
+        raise StartupError(
+            f"cannot reach the Bot API at {_where(settings.telegram_api_base_url)} "
+            f"({type(e).__name__}); check the network or TELEGRAM_API_BASE_URL"
+        ) from None
+
+
+def run_bot(settings: Settings | None = None) -> int:
+    """Entry point for `hbscreen bot`: 0 after a clean stop, 2 when it cannot start."""
     settings = settings or get_settings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logscrub.install(logscrub.secrets_of(settings))  # whatever the level: no token, no chat
     quiet_loggers()
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as e:
+        print(f"hbscreen bot: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -42,6 +42,7 @@ def _flow_callbacks() -> list[CallbackQueryHandler]:
         CallbackQueryHandler(flow.on_group, pattern=r"^grp:"),
         CallbackQueryHandler(flow.on_danger, pattern=r"^danger:"),
         CallbackQueryHandler(flow.on_after, pattern=r"^after:"),
+        CallbackQueryHandler(flow.on_guide, pattern=r"^guide:"),
     ]
 
 

@@ -44,15 +44,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from telegram import Bot
+from telegram import Bot, ReplyParameters
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from hbscreen.inference.crypto import Sealer
 from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
-from . import keyboards, messages, metrics
-from .i18n import t
+from . import metrics
+from .replies import Reply, outcome_replies
 from .services import BotApplication, Services, now
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 DONE_TTL_S = 2 * 24 * 3600  # "already delivered" markers: longer than any outcome lives
-MAX_PARALLEL = 16  # deliveries in flight per bot process
+MAX_PARALLEL = 256  # deliveries in flight per bot process (a chat in 429 holds only its own)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,59 +570,54 @@ class Step:
 def result_messages(
     outcome: JobOutcome, route: dict[str, Any], lang: str, kind: str, fails: int
 ) -> list[Step]:
-    """The messages that make up one answer, in order. Change WHAT is sent here (e.g. the
-    result as the heatmap's caption); the mechanism above delivers any list of steps once."""
-    result = outcome.result
+    """The messages of one answer as delivery steps. WHAT is sent is `replies.outcome_replies`
+    (a result is one photo with the result as its caption); this only makes each reply a step
+    that the mechanism above sends once, retrying transient errors."""
+    replies = outcome_replies(kind, outcome, route, lang, fails)
     status_id = int(route["status"]) if route.get("status") else None
-
-    def status(text: str) -> list[Step]:
-        if status_id is None:
-            return []
-
-        async def edit(bot: Bot, chat_id: int) -> object:
-            return await bot.edit_message_text(text, chat_id=chat_id, message_id=status_id)
-
-        return [Step("status", edit, best_effort=True, skip_on_transient=True)]
-
-    def text(body: str, **kw: Any) -> Step:
-        async def send(bot: Bot, chat_id: int) -> object:
-            return await bot.send_message(chat_id, body, **kw)
-
-        return Step("text", send)
-
-    if kind == "result":
-        assert result is not None
-        steps = status(t(lang, "Photo checked."))
-        jpeg = outcome.heatmap_jpeg
-        if jpeg:
-            caption = messages.heatmap_caption(lang)
-
-            async def photo(bot: Bot, chat_id: int) -> object:
-                return await bot.send_photo(chat_id, jpeg, caption=caption)
-
-            steps.append(Step("photo", photo, best_effort=True))  # refused: the text still goes
-        steps.append(
-            text(
-                messages.result_text(result, lang, label=route.get("label") or None),
-                reply_markup=keyboards.after_result(lang, route.get("mode") == "worker"),
-            )
-        )
-        return steps
-    if kind == "retake":
-        assert result is not None and result.quality is not None
-        codes = result.quality.failing_codes
-        return [*status(t(lang, "Photo checked.")), text(messages.retake_text(codes, lang, fails))]
-    if kind == "refused":
-        assert result is not None
-        code = result.error.code if result.error else None
-        return [
-            *status(t(lang, "Could not check the photo.")),
-            text(messages.error_text(code, lang)),
-        ]
-    return [  # dead, expired
-        *status(t(lang, "Could not check the photo.")),
-        text(messages.could_not_process_text(lang)),
+    quoted = next((i for i, r in enumerate(replies) if not r.edit_status), None)
+    photo_msg = int(route["photo_msg"]) if route.get("photo_msg") else None
+    return [
+        _step(f"reply{i}", r, status_id, photo_msg if i == quoted else None)
+        for i, r in enumerate(replies)
     ]
+
+
+def _step(name: str, reply: Reply, status_id: int | None, quote_id: int | None) -> Step:
+    quote = ReplyParameters(quote_id, allow_sending_without_reply=True) if quote_id else None
+
+    async def send_new(bot: Bot, chat_id: int, text: str) -> object:
+        return await bot.send_message(
+            chat_id, text, reply_markup=reply.markup, reply_parameters=quote
+        )
+
+    async def send(bot: Bot, chat_id: int) -> object:
+        if reply.edit_status and status_id is not None:
+            try:
+                return await bot.edit_message_text(
+                    reply.text, chat_id=chat_id, message_id=status_id
+                )
+            except BadRequest:  # the status message is gone or too old: say it anew
+                if reply.optional:
+                    return None
+        if reply.photo is not None:
+            try:
+                return await bot.send_photo(
+                    chat_id,
+                    reply.photo,
+                    caption=reply.text,
+                    reply_markup=reply.markup,
+                    reply_parameters=quote,
+                )
+            except BadRequest:  # the heatmap was refused: the result still goes, as text
+                if reply.optional:
+                    return None
+                return await send_new(bot, chat_id, reply.alone or reply.text)
+        return await send_new(bot, chat_id, reply.text)
+
+    # An optional status edit never delays a result; everything else is retried until sent.
+    cosmetic = reply.optional and reply.photo is None
+    return Step(name, send, best_effort=reply.optional, skip_on_transient=cosmetic)
 
 
 async def _record_once(
@@ -632,6 +627,8 @@ async def _record_once(
     deleted their data while the job ran gets no new record. Returns the retake counter."""
     h = route["h"]
     result = outcome.result
+    if kind != "result":  # refused, failed or expired photos do not count against the limit
+        await svc.store.refund_rate(h)
     if kind not in ("result", "retake") or result is None:
         return None
     profile = await svc.store.get_profile(h)

@@ -17,8 +17,17 @@ def languages() -> InlineKeyboardMarkup:
     return _kb(*[[(language_name(lang), f"lang:{lang}")] for lang in LANGUAGES])
 
 
-def consent(lang: str) -> InlineKeyboardMarkup:
-    return _kb([(t(lang, "Yes, I agree"), "consent:yes"), (t(lang, "No"), "consent:no")])
+def consent(lang: str, *, with_languages: bool = False) -> InlineKeyboardMarkup:
+    """Yes / No; on the first card also the languages, so a person whose phone language is
+    right answers in one tap and anyone else switches the card's language in place."""
+    rows = [[(t(lang, "Yes, I agree"), "consent:yes"), (t(lang, "No"), "consent:no")]]
+    if with_languages:
+        names = [
+            (("✓ " if code == lang else "") + language_name(code), f"lang:{code}")
+            for code in LANGUAGES
+        ]
+        rows += [names[i : i + 3] for i in range(0, len(names), 3)]
+    return _kb(*rows)
 
 
 def who(lang: str) -> InlineKeyboardMarkup:
@@ -32,13 +41,48 @@ def patient_consent(lang: str) -> InlineKeyboardMarkup:
     return _kb([(t(lang, "Yes, they agree"), "pc:yes"), (t(lang, "No"), "pc:no")])
 
 
-def group(lang: str) -> InlineKeyboardMarkup:
-    return _kb(
+def group(lang: str, *, refuse: bool = False) -> InlineKeyboardMarkup:
+    """Four broad groups (pregnancy month and child age come next); `refuse` adds a "No" for
+    a person who does not agree to be screened."""
+    rows = [
         [(t(lang, "Pregnant woman"), "grp:pregnant")],
         [(t(lang, "Child (under 15 years)"), "grp:child")],
         [(t(lang, "Woman, not pregnant"), "grp:woman")],
         [(t(lang, "Man (15 years or older)"), "grp:man")],
-    )
+    ]
+    if refuse:
+        rows.append([(t(lang, "No"), "pc:no")])
+    return _kb(*rows)
+
+
+FLAT_GROUPS = (
+    "pregnant-1",
+    "pregnant-2",
+    "pregnant-3",
+    "baby",
+    "child-6-23m",
+    "child-24-59m",
+    "child-5-11y",
+    "child-12-14y",
+    "woman",
+    "man",
+)
+
+
+def group_flat(lang: str, *, refuse: bool = True) -> InlineKeyboardMarkup:
+    """Every group in one keyboard, for health workers: one tap per patient, not two."""
+    from .messages import GROUP_LABELS
+
+    rows = []
+    for code in FLAT_GROUPS:
+        if code == "baby":
+            label = t(lang, "Baby, younger than 6 months")
+        else:
+            label = t(lang, GROUP_LABELS[code])
+        rows.append([(label, f"grp:{code}")])
+    if refuse:
+        rows.append([(t(lang, "No"), "pc:no")])
+    return _kb(*rows)
 
 
 def trimester(lang: str) -> InlineKeyboardMarkup:
@@ -59,8 +103,19 @@ def child_age(lang: str) -> InlineKeyboardMarkup:
     )
 
 
-def danger(lang: str) -> InlineKeyboardMarkup:
-    return _kb([(t(lang, "Yes, one or more"), "danger:yes"), (t(lang, "No"), "danger:no")])
+def danger(lang: str, *, guide: bool = False) -> InlineKeyboardMarkup:
+    """Yes / No, a way back to the group, and (once the guide was shown) the guide again."""
+    rows = [
+        [(t(lang, "Yes, one or more"), "danger:yes"), (t(lang, "No"), "danger:no")],
+        [(t(lang, "Change the group"), "grp:change")],
+    ]
+    if guide:
+        rows.append([(t(lang, "📷 How to take the photo"), "guide:show")])
+    return _kb(*rows)
+
+
+def show_guide(lang: str) -> InlineKeyboardMarkup:
+    return _kb([(t(lang, "📷 How to take the photo"), "guide:show")])
 
 
 def after_danger(lang: str, worker: bool) -> InlineKeyboardMarkup:

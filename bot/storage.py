@@ -101,6 +101,7 @@ class Store(Protocol):
     async def add_record(self, h: str, record: dict[str, Any]) -> None: ...
     async def records(self, h: str) -> list[dict[str, Any]]: ...
     async def hit_rate(self, h: str, limit: int, window_s: float = 3600.0) -> bool: ...
+    async def refund_rate(self, h: str) -> None: ...
     async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float: ...
     async def put_ticket(self, ticket: str, h: str, data: dict[str, Any], ttl_s: int) -> None: ...
     async def get_ticket(self, ticket: str) -> dict[str, Any] | None: ...
@@ -162,6 +163,11 @@ class MemoryStore:
             times.append(now)
         self.rates[h] = times
         return allowed
+
+    async def refund_rate(self, h: str) -> None:
+        """Take back the newest hit: a photo that failed, was refused or met a busy queue."""
+        if self.rates.get(h):
+            self.rates[h].pop()
 
     async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float:
         """When hit_rate will next allow one (now if it already does): what a refused person
@@ -353,6 +359,10 @@ class RedisStore:
             pipe.expire(key, int(window_s) + 60)
             await pipe.execute()
         return True
+
+    async def refund_rate(self, h: str) -> None:
+        """Take back the newest hit: a photo that failed, was refused or met a busy queue."""
+        await self.r.zpopmax(self._k("person", h, "rate"))
 
     async def rate_free_at(self, h: str, limit: int, window_s: float = 3600.0) -> float:
         """When hit_rate will next allow one (now if it already does)."""

@@ -89,8 +89,7 @@ def _run_bot(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    run_bot(settings)
-    return 0
+    return run_bot(settings)
 
 
 def _add_optional(sub: argparse._SubParsersAction, module: str, func: str, name: str) -> None:

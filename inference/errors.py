@@ -21,11 +21,10 @@ class ErrorCode(str, Enum):
 class ScreeningError(Exception):
     """A refusal the person can be told about in their language."""
 
-    def __init__(self, code: ErrorCode, message: str, **details: object) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = ErrorCode(code)
         self.message = message
-        self.details = details
 
     def __repr__(self) -> str:
         return f"ScreeningError({self.code.value!r}, {self.message!r})"

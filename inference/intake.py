@@ -161,7 +161,6 @@ def decode_image(
             ErrorCode.TOO_LARGE,
             f"The file is larger than {max_bytes // (1024 * 1024)} MB. "
             "Please send a smaller photo.",
-            bytes=len(data),
         )
     kind = _sniff(data)
     if not kind:
@@ -178,7 +177,6 @@ def decode_image(
         raise IntakeError(
             ErrorCode.UNSUPPORTED_FORMAT,
             f"{name} images are not supported. Please send a JPEG, PNG, WebP or HEIC photo.",
-            format=name,
         )
 
     im = _open(data, kind)
@@ -200,9 +198,6 @@ def decode_image(
             ErrorCode.TOO_LARGE,
             f"The image is too large to check ({w}x{h}, {cost // (1024 * 1024)} MB once "
             "decoded). Please send it as a photo rather than as a file, or a smaller copy.",
-            width=w,
-            height=h,
-            decoded_bytes=cost,
         )
     orientation = _orientation(im)
     factor = _reduce_factor(im.size, max_side)
@@ -249,16 +244,12 @@ def _check_dimensions(size: tuple[int, int], *, max_pixels: int, min_side: int) 
         raise IntakeError(
             ErrorCode.TOO_LARGE,
             f"The image has too many pixels ({w}x{h}). Please send a smaller photo.",
-            width=w,
-            height=h,
         )
     if min(w, h) < min_side:
         raise IntakeError(
             ErrorCode.TOO_SMALL,
             f"The image is too small ({w}x{h}). Please send a photo at least "
             f"{min_side} pixels on its short side.",
-            width=w,
-            height=h,
         )
 
 

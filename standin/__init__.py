@@ -23,12 +23,14 @@ Modules, one concern each:
     state     what the server keeps: chats, messages, events, files, calls
     server    BotAPIStandIn, the aiohttp server that answers like api.telegram.org
     user      SimulatedUser, a person in a chat; ConversationTimeout
+    limits    FloodControl: Telegram-like 429s past 30/s per bot, ~1/s per chat, 20/min per group
     polling   serve_polling: run a PTB Application against the stand-in
     demo      `hbscreen demo-chat` (imports the bot; not imported here)
 """
 
 from .entities import parse_html, parse_markdown, render_text, utf16_len
 from .errors import ApiError
+from .limits import CHAT_BOUND_METHODS, FloodControl
 from .polling import serve_polling
 from .server import (
     CHAT_ACTIONS,
@@ -46,6 +48,7 @@ from .user import ConversationTimeout, SimulatedUser
 
 __all__ = [
     "CHAT_ACTIONS",
+    "CHAT_BOUND_METHODS",
     "DEFAULT_TOKEN",
     "INLINE_ACTIONS",
     "MAX_CAPTION",
@@ -60,6 +63,7 @@ __all__ = [
     "ChatEvent",
     "ChatMessage",
     "ConversationTimeout",
+    "FloodControl",
     "SimulatedUser",
     "StoredFile",
     "parse_html",

@@ -22,6 +22,7 @@ from hbscreen.inference.limits import MAX_BYTES
 
 from .entities import render_text, utf16_len
 from .errors import ApiError, bad_request
+from .limits import FloodControl
 from .state import (
     ApiCall,
     ChangeSignal,
@@ -141,8 +142,11 @@ class Fault:
     retry_after: int | None
     skip: int
     reply_lost: bool
+    chat_id: int | None = None
 
-    def matches(self, method: str) -> bool:
+    def matches(self, method: str, chat_id: object = None) -> bool:
+        if self.chat_id is not None and str(chat_id) != str(self.chat_id):
+            return False
         if self.method is None:
             return method.startswith(("send", "edit"))
         return self.method == method
@@ -167,8 +171,10 @@ class BotAPIStandIn:
         bot_name: str = "hbscreen (stand-in)",
         host: str = "127.0.0.1",
         port: int = 0,
+        flood_control: FloodControl | None = None,
     ) -> None:
         self.token = token
+        self.flood = flood_control  # Telegram-like 429s past the limits (standin/limits.py)
         self.host = host
         self.port = port
         self.bot_user: dict[str, Any] = {
@@ -360,6 +366,7 @@ class BotAPIStandIn:
         retry_after: int | None = None,
         after: int = 0,
         reply_lost: bool = False,
+        chat_id: int | None = None,
     ) -> Fault:
         """Fault injection, per method (None: any send/edit method), for the next `count`
         matching calls once `after` of them went through normally:
@@ -369,7 +376,8 @@ class BotAPIStandIn:
         - `delay_s`: hold the call that long first. If the client gave up meanwhile (its
           timeout), the call is dropped unprocessed: it never reached Telegram;
         - `reply_lost`: process the call (the message IS delivered), then hold the answer
-          `delay_s` and answer an error or nothing: the one case where a client cannot know.
+          `delay_s` and answer an error or nothing: the one case where a client cannot know;
+        - `chat_id`: only calls for this chat (faults for several people at once).
 
         Faults of one method apply in the order they were injected; `fault_log` records what
         each did. Returns the Fault (its `remaining` counts down)."""
@@ -381,6 +389,7 @@ class BotAPIStandIn:
             retry_after,
             after,
             reply_lost,
+            chat_id,
         )
         self._faults.append(fault)
         return fault
@@ -451,7 +460,7 @@ class BotAPIStandIn:
                 )
             )
             self._maybe_fail(name.lower())
-            fault = self._take_fault(name.lower())
+            fault = self._take_fault(name.lower(), params.values.get("chat_id"))
             if fault is not None and not fault.reply_lost:
                 if fault.delay_s:
                     await asyncio.sleep(fault.delay_s)
@@ -462,6 +471,10 @@ class BotAPIStandIn:
                     self.fault_log.append((name, f"answered {fault.status}"))
                     raise fault.error()
                 self.fault_log.append((name, f"slow ({fault.delay_s:g} s)"))
+            if self.flood is not None:
+                refusal = self.flood.check(name, params.values)
+                if refusal is not None:
+                    raise refusal
             result = await handler(params)
             if fault is not None and fault.reply_lost:
                 self.fault_log.append((name, "processed, answer lost"))
@@ -483,9 +496,9 @@ class BotAPIStandIn:
             body=stored.data, content_type=stored.mime_type or "application/octet-stream"
         )
 
-    def _take_fault(self, method: str) -> Fault | None:
+    def _take_fault(self, method: str, chat_id: object = None) -> Fault | None:
         for fault in self._faults:
-            if fault.remaining <= 0 or not fault.matches(method):
+            if fault.remaining <= 0 or not fault.matches(method, chat_id):
                 continue
             if fault.skip > 0:
                 fault.skip -= 1

@@ -118,6 +118,21 @@ async def press(user: SimulatedUser, data: str) -> None:
     await user.tap_button(data)
 
 
+async def agree(user: SimulatedUser, lang: str) -> None:
+    """The first card: consent with the languages. Tap the language unless the card is
+    already in it (its button is marked ✓), then "Yes, I agree"."""
+    card = await user.wait_for(lambda m: "consent:yes" in buttons_of(m), 15, "the consent card")
+    button = next(b for b in card.buttons if b.get("callback_data") == f"lang:{lang}")
+    if not button["text"].startswith("✓"):
+        await user.tap_button(f"lang:{lang}", message=card)
+        card = await user.wait_for(
+            lambda m: m.message_id == card.message_id and f"✓ {button['text']}" in m.button_texts,
+            15,
+            f"the consent card in {lang}",
+        )
+    await user.tap_button("consent:yes", message=card)
+
+
 GROUP_TAPS = {
     "pregnant-1": ["grp:pregnant", "grp:pregnant-1"],
     "pregnant-2": ["grp:pregnant", "grp:pregnant-2"],
@@ -131,14 +146,28 @@ GROUP_TAPS = {
 }
 
 
-async def choose_group(user: SimulatedUser, group: str, *, danger: bool = False) -> ChatMessage:
-    """Answer the group and danger questions; returns the photo guide message."""
-    for data in GROUP_TAPS[group]:
+async def choose_group(
+    user: SimulatedUser, group: str, *, danger: bool = False, flat: bool = False
+) -> ChatMessage:
+    """Answer the group and danger questions on the card; returns the photo guide (sent the
+    first time only: call this for a person's first screening). `flat`: the health worker's
+    one-tap group keyboard."""
+    for data in [f"grp:{group}"] if flat else GROUP_TAPS[group]:
         await tap(user, data)
     await tap(user, "danger:yes" if danger else "danger:no")
     if danger:  # the urgent referral comes first; the photo only if still wanted
         await tap(user, "danger:photo")
     return await user.wait_for(lambda m: m.kind == "photo" or "1." in m.content, 15, "the guide")
+
+
+def shown(user: SimulatedUser) -> list[str]:
+    """Everything the bot showed in this chat, in order: each message, and each edit of a
+    card, as it read at the time (a card edited in place keeps only its last text)."""
+    return [
+        e.snapshot.content
+        for e in user.events
+        if e.kind in ("message", "edit") and e.snapshot is not None and e.snapshot.from_bot
+    ]
 
 
 async def self_screening_until_photo(
@@ -152,9 +181,6 @@ async def self_screening_until_photo(
 ) -> ChatMessage:
     """/start -> language -> consent -> who -> group -> danger -> the photo guide."""
     await user.send_command("/start", campaign)
-    await tap(user, f"lang:{lang}")
-    await tap(user, "consent:yes")
-    await tap(user, f"who:{who}")
-    if who == "other":
-        await tap(user, "pc:yes")
+    await agree(user, lang)
+    await tap(user, f"who:{who}")  # for someone else, choosing the group says they agreed
     return await choose_group(user, group, danger=danger)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from hbscreen.inference.queue.base import Job
+    from hbscreen.inference.queue.protocol import Job
     from hbscreen.inference.worker import pipeline_process
 
     if args.budget_mb is not None:

@@ -20,13 +20,14 @@ from hbscreen.bot.messages import (
     photo_guide_text,
 )
 from tests.bot_harness import (
+    agree,
     bot_settings,
     buttons_of,
-    choose_group,
     press,
     real_worker,
     running_bot,
     self_screening_until_photo,
+    shown,
     synthetic_photo,
     tap,
 )
@@ -54,12 +55,12 @@ async def test_pregnant_woman_screens_herself(standin, redis_url, models_dir, ph
         assert guide.kind in ("photo", "text")
         assert guide.content.strip() == plain(photo_guide_text(lang)).strip()
         sent = await user.send_photo(photo)
-        status = await user.wait_for(lambda m: m.reply_to == sent.message_id, 15, "the status")
-        heatmap = await user.wait_for_photo(RESULT_WAIT)
-        assert heatmap.data and heatmap.data[:2] == b"\xff\xd8"
-        assert heatmap.content == heatmap_caption(lang)
+        # One message: the heatmap, the whole result as its caption, quoting the photo.
         result = await user.wait_for(result_message, RESULT_WAIT, "the result")
+        assert result.kind == "photo" and result.data and result.data[:2] == b"\xff\xd8"
+        assert result.reply_to == sent.message_id
         text = result.content
+        assert plain(heatmap_caption(lang)) in text
         assert "g/dL" in text
         assert t(lang, "Group: {group}.", group=t(lang, "Pregnant, months 4 to 6")) in text
         # Pregnancy is outside the population the model was validated on: said plainly, first,
@@ -77,14 +78,10 @@ async def test_pregnant_woman_screens_herself(standin, redis_url, models_dir, ph
             t(lang, "This is a screening, not a diagnosis. Only a blood test can confirm anaemia.")
             in text
         )
-        assert "upload_photo" in user.chat_actions
-        # The status message was edited when the result came.
-        edited = next(m for m in user.messages if m.message_id == status.message_id)
-        assert edited.content == t(lang, "Photo checked.")
-
-        # Other eye, then done, then the reminder offer.
-        await press(user, "after:eye")
-        await user.wait_for_text(t(lang, "Send a photo of the other eye."))
+        # Other eye (a toast says what to do), then done, then the reminder offer.
+        query = await user.tap_button("after:eye", message=result)
+        answer = await user.wait_for_answer(query)
+        assert answer["text"] == t(lang, "Send a photo of the other eye.")
         await user.send_document(photo, "eye2.jpg", "image/jpeg")
         await user.wait_for(result_message, RESULT_WAIT, "the second result")
         await press(user, "after:done")
@@ -111,7 +108,7 @@ async def test_child_screened_by_a_parent_with_danger_signs(
         # The danger signs asked are IMCI's for a young child, and the referral came first.
         from hbscreen.bot.messages import danger_question, danger_referral_text
 
-        asked = [m.content for m in user.messages if m.content]
+        asked = [c for c in shown(user) if c]
         assert plain(danger_question(lang, "child-24-59m")) in "\n".join(asked)
         urgent = plain(danger_referral_text(lang, worker=False))
         first_urgent = next(i for i, c in enumerate(asked) if urgent in c)
@@ -133,9 +130,10 @@ async def test_child_screened_by_a_parent_with_danger_signs(
         assert (plain(not_validated_text(lang, validated)) in text) is (
             "child-24-59m" not in validated
         )
-        # "Screen someone else" starts over at "who".
+        # "Screen someone else": their consent and group, on a new card.
         await press(user, "after:other")
-        await user.wait_for(lambda m: "who:me" in buttons_of(m), 15, "the who question")
+        card = await user.wait_for(lambda m: "grp:child" in buttons_of(m), 15, "the group card")
+        assert "pc:no" in buttons_of(card)
 
 
 @pytest.mark.parametrize("lang", ["en", "hi"])
@@ -144,11 +142,10 @@ async def test_health_worker_screens_many_patients(standin, redis_url, models_di
     async with running_bot(settings), real_worker(settings, models_dir):
         user = standin.user(103, language_code=lang)
         await user.send_command("/worker")
-        await tap(user, f"lang:{lang}")
-        await tap(user, "consent:yes")
+        await agree(user, lang)
         for n, label in enumerate(["P-12", "P-13"]):
-            await user.wait_for_text("P-12")  # the label prompt shows the example
             if n == 0:
+                await user.wait_for_text("P-12")  # the label prompt shows the example
                 await user.send_text("Amina Mensah")  # a name: refused with a warning
                 await user.wait_for_text(
                     t(
@@ -158,14 +155,16 @@ async def test_health_worker_screens_many_patients(standin, redis_url, models_di
                     )
                 )
             await user.send_text(label)
-            await tap(user, "pc:yes")
-            await choose_group(user, "child-6-23m" if n == 0 else "woman")
+            # One flat group keyboard (choosing says the patient agreed), then danger signs.
+            await tap(user, "grp:child-6-23m" if n == 0 else "grp:woman")
+            await tap(user, "danger:no")
             await user.send_photo(photo)
             result = await user.wait_for(result_message, RESULT_WAIT, "the result")
             assert label in result.content
             assert t(lang, "Next patient") in result.button_texts
-            if n == 0:
-                await press(user, "after:other")
+            if n == 0:  # the label prompt comes as a toast
+                query = await user.tap_button("after:other", message=result)
+                assert "P-12" in (await user.wait_for_answer(query))["text"]
         await user.send_command("/summary")
         summary = await user.wait_for_text("P-13")
         assert "P-12" in summary.content
@@ -223,15 +222,15 @@ async def test_command_menu_is_localised(standin, redis_url):
             assert {c["command"] for c in menu} >= {"start", "help", "delete", "cancel"}
             start = next(c for c in menu if c["command"] == "start")
             assert start["description"] == t(lang, "Start a new screening")
-        # Choosing a language sets this chat's menu in it.
+        # Choosing a language sets no per-chat menu (a request per person): the app's
+        # language picks the menu.
         user = standin.user(105, language_code="en")
         await user.send_command("/start")
-        await tap(user, "lang:sw")
-        await tap(user, "consent:yes")
-        menu = user.command_menu()
-        assert next(c for c in menu if c["command"] == "start")["description"] == t(
-            "sw", "Start a new screening"
-        )
+        await agree(user, "sw")
+        await user.wait_for(lambda m: "who:me" in buttons_of(m), 15, "the who card")
+        assert not [
+            c for c in standin.calls_to("setMyCommands") if str(user.chat_id) in str(c.params)
+        ]
 
 
 @pytest.mark.parametrize("lang", ["en", "fr"])
@@ -247,6 +246,11 @@ async def test_help_privacy_language_and_stop(standin, redis_url, lang):
         # /language in the middle: the flow goes on where it was, in the new language.
         await user.send_command("/language")
         await tap(user, "lang:ja")
+        prompt = await user.wait_for_text(
+            t("ja", "Please send a photo of the inside of the lower eyelid.")
+        )
+        assert "guide:show" in buttons_of(prompt)  # the guide again, on request
+        await user.tap_button("guide:show", message=prompt)
         await user.wait_for_text(plain(photo_guide_text("ja")).splitlines()[0])
         await user.send_command("/stop")
         await user.wait_for_text(

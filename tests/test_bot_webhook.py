@@ -16,7 +16,6 @@ from tests.bot_harness import (
     buttons_of,
     self_screening_until_photo,
     synthetic_photo,
-    tap,
 )
 from tests.redis_server import free_port
 
@@ -60,8 +59,9 @@ async def test_webhook_mode_with_health_endpoints(standin, redis_url):
         # A person talks to the bot: updates arrive through the webhook.
         user = standin.user(301, language_code="fr")
         await user.send_command("/start")
-        await tap(user, "lang:fr")
         await user.wait_for(lambda m: "consent:yes" in buttons_of(m), 15, "the consent")
+        await user.tap_button("lang:en")
+        await user.wait_for(lambda m: "✓ English" in m.button_texts, 15, "the card in English")
         assert standin.webhook_deliveries
         # Telegram's secret header is required, compared exactly.
         update = {

@@ -13,7 +13,7 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from .. import metrics
-from ..i18n import pick_language, t
+from ..i18n import N_, pick_language, t
 from ..services import BotContext, load_person
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ async def count_update(update: object, context: BotContext) -> None:
 
 # Updates already apologised for (an update can fail in a handler and again in the flush).
 _APOLOGISED: OrderedDict[int, None] = OrderedDict()
-BUSY_TEXT = "Many people are using the service now. Please try again in a few minutes."
-SORRY_TEXT = "Sorry, something went wrong. Please try again, or send /start."
+BUSY_TEXT = N_("Many people are using the service now. Please try again in a few minutes.")
+SORRY_TEXT = N_("Sorry, something went wrong. Please try again, or send /start.")
 
 
 def storage_unavailable(err: BaseException | None) -> bool:

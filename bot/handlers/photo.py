@@ -3,6 +3,11 @@
 The bytes never touch the disk: `download_as_bytearray` keeps them in memory, the queue holds
 them until the job ends. The job carries only a random ticket; the ticket (in the Store, with a
 TTL) says where to deliver, with the chat id sealed.
+
+A photo costs one chat-bound request when the queue is short: the result. A status message is
+sent only when others are waiting; a chat action only when the result takes over a second
+(`SLOW_REPLY_S`). A photo that fails, is refused or meets a full queue is taken back from the
+person's hourly limit.
 """
 
 from __future__ import annotations
@@ -85,19 +90,20 @@ async def on_photo(update: Update, context: BotContext) -> int:
             text=messages.rate_limited_text(lang, free_at, now(), svc.settings.tz),
         )
         return PHOTO
-    await _chat_action(update)
     try:
         tg_file = await media.get_file()
         data = bytes(await tg_file.download_as_bytearray())
     except TelegramError as e:
         log.info("photo download failed: %s", type(e).__name__)
         metrics.PHOTOS.labels("download_failed").inc()
+        await svc.store.refund_rate(person.h)
         await msg.reply_text(
             do_quote=True, text=t(lang, "I could not get this photo. Please send it again.")
         )
         return PHOTO
     if len(data) > MAX_BYTES:
         metrics.PHOTOS.labels("too_large").inc()
+        await svc.store.refund_rate(person.h)
         await msg.reply_text(
             do_quote=True, text=t(lang, "This file is too big. Please send a photo under 20 MB.")
         )
@@ -112,27 +118,39 @@ def rate_limit_for(settings: Settings, person: Person) -> int:
     return settings.worker_rate_limit_per_hour if person.worker else settings.rate_limit_per_hour
 
 
-async def _chat_action(update: Update) -> None:
+SLOW_REPLY_S = 1.0  # a chat action ("sending a photo...") only when the result is slower
+# "Other photos are waiting before yours" only when the wait is long: a worker screens a photo
+# in tens of milliseconds, so a few photos ahead cost less than the message (the chat action
+# covers a wait of over a second).
+BUSY_DEPTH = 20
+
+
+async def slow_reply(context: BotContext) -> None:
+    """JobQueue callback: the result is not there after SLOW_REPLY_S, show a chat action."""
+    svc = context.services
+    route = await svc.store.get_ticket(str(context.job.data))
+    if not route:
+        return  # delivered (or cancelled) already
     with contextlib.suppress(TelegramError):
-        await update.effective_chat.send_action(ChatAction.UPLOAD_PHOTO)
+        await context.bot.send_chat_action(svc.keyring.open(route["chat"]), ChatAction.UPLOAD_PHOTO)
 
 
 async def submit(update: Update, context: BotContext, person: Person, data: bytes) -> None:
-    """Queue one photo and leave a status message that delivery edits later."""
+    """Queue one photo; a status message (that delivery edits later) only when others wait."""
     svc = context.services
     p, lang = person.profile, person.lang
     depth = await svc.queue.depth()
-    if depth >= 3:
+    status = None
+    if depth >= BUSY_DEPTH:
         text = t(lang, "Photo received. Other photos are waiting before yours. Please wait.")
-    else:
-        text = t(lang, "Photo received. Checking it now. This takes a few seconds.")
-    status = await update.effective_message.reply_text(text, do_quote=True)
+        status = await update.effective_message.reply_text(text, do_quote=True)
     ticket = secrets.token_urlsafe(12)
     ttl = int(svc.settings.job_deadline_s) + 600
     route = {
         "chat": svc.keyring.seal(person.chat_id),
         "lang": lang,
-        "status": status.message_id,
+        "status": status.message_id if status else 0,
+        "photo_msg": update.effective_message.message_id,
         "label": p.get("label") or "",
         "campaign": p.get("campaign") or "",
         "mode": p.get("mode") or "self",
@@ -144,23 +162,31 @@ async def submit(update: Update, context: BotContext, person: Person, data: byte
         job_id = await svc.queue.submit(data, job)
     except QueueBusy:
         await svc.store.pop_ticket(ticket)
+        await svc.store.refund_rate(person.h)
         metrics.PHOTOS.labels("busy").inc()
-        await _edit(
-            context,
-            person.chat_id,
-            status.message_id,
-            t(lang, "Many people are using the service now. Please try again in a few minutes."),
-        )
+        busy = t(lang, "Many people are using the service now. Please try again in a few minutes.")
+        if status is not None:
+            await _edit(context, person.chat_id, status.message_id, busy)
+        else:
+            with contextlib.suppress(TelegramError):
+                await update.effective_message.reply_text(busy, do_quote=True)
         return
     metrics.PHOTOS.labels("accepted").inc()
     await svc.store.update_ticket(ticket, job_id=job_id)
-    if context.job_queue is not None and svc.settings.status_update_s > 0:
+    if context.job_queue is not None:
         context.job_queue.run_once(  # PTB types context.job_queue as JobQueue[ST]
-            still_working,  # type: ignore[arg-type]
-            svc.settings.status_update_s,
+            slow_reply,  # type: ignore[arg-type]
+            SLOW_REPLY_S,
             data=ticket,
-            name=f"status-{ticket}",
+            name=f"slow-{ticket}",
         )
+        if svc.settings.status_update_s > 0:
+            context.job_queue.run_once(
+                still_working,  # type: ignore[arg-type]
+                svc.settings.status_update_s,
+                data=ticket,
+                name=f"status-{ticket}",
+            )
 
 
 async def _edit(context: BotContext, chat_id: int, message_id: int, text: str):
@@ -169,11 +195,18 @@ async def _edit(context: BotContext, chat_id: int, message_id: int, text: str):
 
 
 async def still_working(context: BotContext) -> None:
-    """Edit the status message while the job is still in flight."""
+    """Say the job is still in flight: edit the status message, or send one (delivery then
+    edits it when the result comes)."""
     svc = context.services
-    route = await svc.store.get_ticket(str(context.job.data))
+    ticket = str(context.job.data)
+    route = await svc.store.get_ticket(ticket)
     if not route:
         return
     chat_id = svc.keyring.open(route["chat"])
     text = t(route["lang"], "Still checking. Please wait a little more.")
-    await _edit(context, chat_id, route["status"], text)
+    if route.get("status"):
+        await _edit(context, chat_id, route["status"], text)
+        return
+    with contextlib.suppress(TelegramError):
+        sent = await context.bot.send_message(chat_id, text)
+        await svc.store.update_ticket(ticket, status=sent.message_id)
