@@ -119,11 +119,16 @@ def bench_torch(pipeline: Pipeline, models_dir: Path, data: bytes, threads: int,
             eager = convert(str(twin)).eval()
             x = inputs[name]
             feed = {model.card.input.name: x}
-            tx = torch.from_numpy(x)
+            args = [torch.from_numpy(x)]
+            gi = getattr(model.card, "group_input", None)
+            if gi is not None:  # the Hb model takes the person's population as well
+                g = preprocess.group_input("woman", gi.populations, gi.population_of)
+                feed[gi.name] = g
+                args.append(torch.from_numpy(g))
 
-            def run_eager(eager=eager, tx=tx) -> None:
+            def run_eager(eager=eager, args=args) -> None:
                 with torch.inference_mode():
-                    eager(tx)
+                    eager(*args)
 
             times = {}
             for label, path in (("served", served), ("float", twin)):

@@ -68,9 +68,11 @@ class _Model:
         root = Path(models_dir) if models_dir else MODELS_DIR
         return cls(card, make_session(root / card.file, threads))
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(
+        self, x: np.ndarray, extra: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         names = list(self.card.outputs.values())
-        outs = self.session.run(names, {self.card.input.name: x})
+        outs = self.session.run(names, {self.card.input.name: x, **(extra or {})})
         return dict(zip(self.card.outputs.keys(), outs, strict=True))
 
 
@@ -195,10 +197,9 @@ class Pipeline:
                 **base, ok=False, referral="retake", quality=q, timings_ms=timings
             ), None
 
-        hb, cam, box = self.estimate(img.rgb, mask)
+        hb, cam, box = self.estimate(img.rgb, mask, group)
         lap("regression")
-        cal = self.regressor.card.calibration
-        assert cal is not None
+        cal = advice.group_calibration(self.regressor.card, group)
         hb_r = round(hb, 1)  # HemoCue precision; classify what we show
         i80 = (round(hb - cal.q80, 1), round(hb + cal.q80, 1))
         i95 = (round(hb - cal.q95, 1), round(hb + cal.q95, 1))
@@ -214,7 +215,7 @@ class Pipeline:
             referral=advice.referral_for(
                 hb_r,
                 group,
-                advice.referral_margin(cal, base["validated_for_group"]),
+                cal.margin,
                 danger_signs=danger_signs,
             ),
             quality=q,
@@ -234,14 +235,22 @@ class Pipeline:
         )
 
     def estimate(
-        self, rgb: np.ndarray, mask: np.ndarray
+        self, rgb: np.ndarray, mask: np.ndarray, group: str | None = None
     ) -> tuple[float, np.ndarray, tuple[int, int, int, int]]:
-        """Hb (g/dL), the heatmap at crop size, and the crop box (y0, y1, x0, x1)."""
+        """Hb (g/dL), the heatmap at crop size, and the crop box (y0, y1, x0, x1). A card with
+        a group input gets the person's population as the second input."""
         box = preprocess.crop_box(mask)
         y0, y1, x0, x1 = box
         crop, crop_mask = rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-        x = preprocess.regression_input(crop, crop_mask, self.regressor.card.preprocessing)
-        out = self.regressor.run(x)
+        card = self.regressor.card
+        x = preprocess.regression_input(crop, crop_mask, card.preprocessing)
+        extra = None
+        if card.group_input is not None:
+            if group is None:
+                raise ValueError("this regression model needs the person's group")
+            gi = card.group_input
+            extra = {gi.name: preprocess.group_input(group, gi.populations, gi.population_of)}
+        out = self.regressor.run(x, extra)
         hb = float(np.asarray(out["hb"]).reshape(-1)[0])
         cam: np.ndarray = np.asarray(out["heatmap"], dtype=np.float32)
         cam = cam.reshape(out["heatmap"].shape[-2:])

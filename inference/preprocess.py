@@ -133,11 +133,24 @@ def glare_mask(rgb: np.ndarray) -> np.ndarray:
 def _colour_channels(rgb: np.ndarray, colour: str) -> tuple[np.ndarray, int | None]:
     """uint8 RGB -> float32 HxWx3 in the card's colour space, and the index of its lightness
     channel (None for rgb). "lab": CIELAB (L* 0-100, a*, b*); "logchroma": log(R/G),
-    log(B/G) and mean log intensity, which are invariant to a change of exposure."""
+    log(B/G) and mean log intensity, which are invariant to a change of exposure;
+    "lab_chroma": CIELAB followed by three exposure-invariant redness ratios, a*/L*,
+    log(R/G) and the red chromaticity R/(R+G+B) (these moved least between the three capture
+    setups while keeping the within-site Hb signal: see reports/report.md, leave-one-site-out)."""
     if colour == "rgb":
         return rgb.astype(np.float32), None
     if colour == "lab":
         return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab), 0
+    if colour == "lab_chroma":
+        f = rgb.astype(np.float32)
+        lab = cv2.cvtColor(f / 255.0, cv2.COLOR_RGB2Lab)
+        r, g, b = np.moveaxis(f + 1.0, 2, 0)
+        ratios = [
+            lab[..., 1] / np.maximum(lab[..., 0], 1.0),
+            np.log(r / g),
+            r / (r + g + b),
+        ]
+        return np.concatenate([lab, np.stack(ratios, axis=2)], axis=2), 0
     if colour == "logchroma":
         lr, lg, lb = np.moveaxis(np.log(rgb.astype(np.float32) + 1.0), 2, 0)
         return np.stack([lr - lg, lb - lg, (lr + lg + lb) / 3.0], axis=2), 2
@@ -151,6 +164,8 @@ def regression_input(rgb: np.ndarray, mask: np.ndarray, pre: Preprocessing) -> n
     switched on by keys in the card's preprocessing:
     - colour: "rgb" (default), "lab" or "logchroma" (see _colour_channels);
     - glare_exclude: drop specular glare from the mask;
+    - dark_exclude: drop near-black pixels (max RGB below this value) from the mask: in
+      cut-outs made from JPEG copies they are compression ringing, not tissue;
     - lightness_norm: subtract the mask-weighted mean of the lightness channel, so a darker
       or brighter exposure (phone, light) does not move the estimate; chroma stays absolute;
     - mask_channel: append the (resized, glare-free) mask as a last channel.
@@ -161,6 +176,9 @@ def regression_input(rgb: np.ndarray, mask: np.ndarray, pre: Preprocessing) -> n
     m = np.clip(m, 0.0, 1.0)
     if getattr(pre, "glare_exclude", False):
         m = m * ~glare_mask(small)
+    dark = getattr(pre, "dark_exclude", None)
+    if dark:
+        m = m * (small.max(axis=2) >= float(dark))
     x, light = _colour_channels(small, pre.colour)
     if getattr(pre, "lightness_norm", False) and light is not None and m.sum() > 0:
         x[..., light] -= float((x[..., light] * m).sum() / m.sum())
@@ -170,3 +188,14 @@ def regression_input(rgb: np.ndarray, mask: np.ndarray, pre: Preprocessing) -> n
     if getattr(pre, "mask_channel", False):
         chans.append(m[None])
     return np.ascontiguousarray(np.concatenate(chans, axis=0)[None], dtype=np.float32)
+
+
+def group_input(group: str, populations: list[str], population_of: dict[str, str]) -> np.ndarray:
+    """WHO group -> the regressor's second input: a 1 x P one-hot of the person's population
+    (the card's `group_input`), so the estimate starts from that population's Hb."""
+    pop = population_of.get(group)
+    if pop not in populations:
+        raise ValueError(f"group {group!r} has no population in the regression card")
+    x = np.zeros((1, len(populations)), np.float32)
+    x[0, populations.index(pop)] = 1.0
+    return x
