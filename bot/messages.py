@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timezone, tzinfo
 
+from hbscreen.inference import quality
 from hbscreen.inference.result import ScreeningResult
 
 from .i18n import N_, fmt_date, fmt_number, t, tn
@@ -73,19 +74,44 @@ REFERRAL_SHORT: dict[str, str] = {
     "retake": N_("new photo needed"),
 }
 
-# One specific hint per quality check code (inference/quality.py).
+# One specific hint per quality check code (inference/quality.py); quality.primary_codes picks
+# the ones worth saying when several checks fail.
 RETAKE_HINTS: dict[str, str] = {
     "conjunctiva_not_found": N_(
         "I could not find the inside of the eyelid. "
         "Pull the lower eyelid down so the red part shows."
     ),
-    "conjunctiva_too_small": N_(
+    "greyscale": N_(
+        "This photo is black and white. Please send a colour photo: the colour is what is measured."
+    ),
+    "not_an_eyelid": N_(
+        "This does not look like an eyelid. Pull the lower eyelid down and take the photo "
+        "of the red inner part, with the white of the eye above it."
+    ),
+    "not_a_photo": N_(
+        "This looks like a screenshot or a drawing. Send a photo taken with the camera "
+        "of the pulled-down lower eyelid."
+    ),
+    "too_far": N_(
         "The eyelid is too small in the photo. Move closer so it fills most of the photo."
     ),
-    "conjunctiva_cut_off": N_(
-        "Part of the eyelid is cut off. Keep the whole red part inside the photo."
+    "too_close": N_(
+        "The phone is too close: the ends of the eyelid are outside the photo. "
+        "Move the phone back a little, then tap the screen to focus."
     ),
-    "blurry": N_("The photo is blurry. Hold the phone still and tap the screen to focus."),
+    "conjunctiva_cut_off": N_(
+        "Part of the eyelid is cut off at the edge. Keep the whole red part inside the photo "
+        "and do not crop the photo."
+    ),
+    "blurry": N_("The photo is out of focus. Tap the screen on the eyelid to focus, then take it."),
+    "motion_blur": N_(
+        "The photo is smeared because the phone moved. Hold the phone with both hands "
+        "and keep still while you take it."
+    ),
+    "compressed": N_(
+        "The photo lost its detail when it was compressed. "
+        "Send it as a file, or take it again at the best quality."
+    ),
     "too_dark": N_("The photo is too dark. Move to a window or into daylight."),
     "too_bright": N_("The photo is too bright. Move out of direct sun into the shade."),
     "clipped": N_("Some parts are too bright or too dark. Use soft, even daylight."),
@@ -231,9 +257,8 @@ def heatmap_caption(lang: str) -> str:
 def retake_text(codes: list[str], lang: str, failures: int) -> str:
     """Specific hints for the failing quality checks, never a generic error alone."""
     parts = [t(lang, "The photo could not be judged. Please take a new photo.")]
-    known = [c for c in dict.fromkeys(codes) if c in RETAKE_HINTS]  # once each, in order
-    if "conjunctiva_not_found" in known:  # nothing found: size and edges mean nothing yet
-        known = [c for c in known if c not in ("conjunctiva_too_small", "conjunctiva_cut_off")]
+    # once each, in order, without the ones another failure makes moot (motion hides blur...)
+    known = [c for c in quality.primary_codes(list(codes)) if c in RETAKE_HINTS]
     hints = [t(lang, RETAKE_HINTS[c]) for c in known]
     parts += [f"• {h}" for h in hints] or [t(lang, RETAKE_GENERIC)]
     if failures >= MAX_RETAKES_BEFORE_BLOOD_TEST:

@@ -16,6 +16,9 @@ def synthetic_photo(h: int = 720, w: int = 960) -> np.ndarray:
     img[:] = (196, 150, 122)
     yy, xx = np.mgrid[0:h, 0:w]
     band = ((xx - w / 2) / (w * 0.28)) ** 2 + ((yy - h * 0.55) / (h * 0.16)) ** 2 < 1
+    # the white of the eye above the lid: the quality gate reads the light's colour from it
+    sclera = ((xx - w / 2) / (w * 0.3)) ** 2 + ((yy - h * 0.36) / (h * 0.14)) ** 2 < 1
+    img[sclera & ~band] = (226, 220, 214)
     img[band] = (205, 70, 80)
     img += rng.normal(0, 6, img.shape)
     for _ in range(40):  # vessels give the blur check real edges

@@ -17,19 +17,10 @@ from hbscreen.bot.handlers.photo import is_image_document
 from hbscreen.bot.i18n import LANGUAGES, fmt_number, t
 from hbscreen.bot.storage import KeyRing, MemoryStore, RedisStore, TamperedError
 from hbscreen.inference.advice import GROUPS, cutoffs_for
+from hbscreen.inference.quality import CHECK_CODES
 from hbscreen.inference.result import ErrorInfo, Quality, QualityCheck, ScreeningResult
 
-QUALITY_CODES = [
-    "conjunctiva_not_found",
-    "conjunctiva_too_small",
-    "conjunctiva_cut_off",
-    "blurry",
-    "too_dark",
-    "too_bright",
-    "clipped",
-    "glare",
-    "colour_cast",
-]
+QUALITY_CODES = list(CHECK_CODES)  # every code the gate can answer with has its own hint
 
 
 def test_pseudonyms_are_stable_keyed_and_not_the_id():

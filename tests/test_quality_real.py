@@ -1,0 +1,92 @@
+"""The quality gate on real eye photos (Eyes-defy-anemia, read-only from ../shared; skipped
+when absent): good photos pass, the same photos degraded on purpose are refused with the code
+whose hint fixes them. Thresholds were chosen on the calibration half
+(hbscreen.training.quality_calibration); this checks both halves, held-out included.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hbscreen.inference.quality import assess
+from hbscreen.training import quality_calibration as qc
+
+DATA = Path(
+    os.environ.get(
+        "HBSCREEN_EYES_DEFY", Path(__file__).resolve().parents[2] / "shared/data/eyes-defy-anemia"
+    )
+)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (DATA / "photos.csv").is_file(), reason="Eyes-defy-anemia not available"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def halves() -> dict[str, list[qc.RealPhoto]]:
+    cal, held = qc.split_by_patient(qc.load_photos(DATA))
+    return {"calibration": cal, "held-out": held}
+
+
+def test_split_is_by_patient(halves) -> None:
+    a, b = ({p.patient for p in h} for h in halves.values())
+    assert a and b and not a & b
+
+
+def test_good_real_photos_are_accepted(halves) -> None:
+    """The target: >= 95% of the real photos accepted (63/65 when written); each half >= 90%
+    (held-out 30/32: two close-ups whose lid runs along one frame edge, told cut off)."""
+    refused = {}
+    for half, photos in halves.items():
+        r = {p.name: qc.verdict(p.rgb, p.mask) for p in photos}
+        refused[half] = {k: v for k, v in r.items() if v}
+        assert len(refused[half]) <= 0.10 * len(photos), (half, refused[half])
+    n = sum(len(p) for p in halves.values())
+    assert sum(len(r) for r in refused.values()) <= 0.05 * n, refused
+
+
+# Targets not reached (see the calibration table): a crop that removes a third of the lid
+# touches the frame edge no more than many good close-ups of this device do, and a 15-30 px
+# smear is often told "blurry" or leaves enough detail to pass. Strict: fixing them shows up.
+NOT_REACHED = {
+    "crop cuts the lid": "one-end contact does not separate cut lids from good close-ups",
+    "motion 15 px": "motion told apart from defocus in about half the cases",
+    "motion 30 px": "motion told apart from defocus in about two thirds of the cases",
+    "JPEG q30 + blur 8": "JPEG keeps horizontal detail: some are told motion (88% held-out)",
+}
+
+
+@pytest.mark.parametrize(
+    "deg",
+    [
+        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=NOT_REACHED[d.name]))
+        if d.name in NOT_REACHED
+        else d
+        for d in qc.DEGRADATIONS
+    ],
+    ids=lambda d: d.name,
+)
+def test_degraded_real_photos_are_caught_with_the_right_code(halves, deg) -> None:
+    photos = halves["held-out"][::2]  # half the held-out photos keeps the test near a minute
+    told = []
+    for i, p in enumerate(photos):
+        rgb, m = deg.fn(p.rgb, p.mask, i)
+        told.append(qc.verdict(rgb, m))
+    hit = sum(deg.caught(v) for v in told)
+    assert hit >= 0.9 * len(photos), (deg.name, told)
+
+
+@pytest.mark.parametrize("variant", qc.HARMLESS[:4], ids=lambda d: d.name)
+def test_what_phones_and_messengers_do_is_not_refused(halves, variant) -> None:
+    photos = halves["held-out"][::2]
+    refused = []
+    for i, p in enumerate(photos):
+        rgb, m = variant.fn(p.rgb, p.mask, i)
+        if not assess(rgb, m).ok:
+            refused.append(p.name)
+    assert len(refused) <= 0.05 * len(photos) + 1, refused
