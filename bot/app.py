@@ -19,6 +19,7 @@ from telegram.ext import ApplicationBuilder, Defaults
 from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings, get_settings
 
+from . import logscrub
 from .concurrency import PerChatRateLimiter, PerChatUpdateProcessor
 from .conversation import register_handlers
 from .delivery import run_delivery
@@ -27,6 +28,7 @@ from .persistence import StorePersistence
 from .reminders import send_due_reminders
 from .services import CONTEXT_TYPES, BotApplication, BotContext, Services, hash_secret
 from .storage import KeyRing, Store, make_store
+from .updates import guard_replays
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ def build_application(
     application.bot_data.services = Services(settings, queue, store, keyring)
     application.bot_data.owns_store = owns_store
     register_handlers(application, keyring)
+    guard_replays(application, store)
     return application
 
 
@@ -229,6 +232,7 @@ def run_bot(settings: Settings | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logscrub.install(logscrub.secrets_of(settings))  # whatever the level: no token, no chat
     quiet_loggers()
     try:
         asyncio.run(serve(settings))

@@ -25,3 +25,28 @@ WEBHOOK_REFUSED = Counter(
     "hbscreen_bot_webhook_refused", "Webhook calls refused (bad secret or body)", registry=REGISTRY
 )
 QUEUE_DEPTH = Gauge("hbscreen_bot_queue_depth", "Jobs waiting or in flight", registry=REGISTRY)
+STORE_UNAVAILABLE = Counter(
+    "hbscreen_bot_store_unavailable",
+    "Updates answered with 'busy' because Redis was unreachable",
+    registry=REGISTRY,
+)
+DELIVERY_ATTEMPTS = Counter(
+    "hbscreen_bot_delivery_attempts",
+    "Delivery attempts that failed and were retried or given up, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+DELIVERIES_LOST = Counter(
+    "hbscreen_bot_deliveries_lost",
+    "Results that could not be delivered before their deadline (or were refused for good)",
+    ["reason"],
+    registry=REGISTRY,
+)
+DELIVERIES_PENDING = Gauge(
+    "hbscreen_bot_deliveries_pending", "Outcomes accepted but not yet delivered", registry=REGISTRY
+)
+REPLAYED_UPDATES = Counter(
+    "hbscreen_bot_replayed_updates",
+    "Updates seen before (same update_id), ignored",
+    registry=REGISTRY,
+)

@@ -269,8 +269,23 @@ class RedisStore:
         record_ttl_s: int = RECORD_TTL_S,
     ) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        self.r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        # A person is waiting: a dropped (stale) connection is retried at once on a fresh one,
+        # Redis down fails within a second (the bot then says "busy"), a hung Redis within
+        # ~8 s; health checks notice dead pooled connections before they are used.
+        self.r = aioredis.Redis.from_url(
+            redis_url,
+            decode_responses=True,
+            health_check_interval=10,
+            socket_connect_timeout=2.0,
+            socket_timeout=2.5,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError, OSError],
+        )
         self.p = prefix
         self.sealer = sealer
         self.record_ttl_s = record_ttl_s

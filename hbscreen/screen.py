@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import csv
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from hbscreen.bot.i18n import LANGUAGES, t
 from hbscreen.bot.messages import REFERRAL_TEXT, plain, result_parts
@@ -16,7 +18,7 @@ from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
 
 if TYPE_CHECKING:
-    from hbscreen.inference.queue.protocol import JobOutcome
+    from .compose import Wiring
 
 MAX_READ_BYTES = MAX_BYTES + 1  # intake refuses anything larger; never read more
 
@@ -144,43 +146,115 @@ def screen_local(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scree
         yield _with_heatmap(args, result, jpeg, path, i, len(inputs))
 
 
+class LazyFiles(Sequence[tuple[str, bytes]]):
+    """(path, bytes) read only when the batch submits that item, so a batch of 40 x 19 MB
+    photos never sits in memory at once (the queue keeps at most its in-flight window)."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, bytes]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[str, bytes]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[str, bytes] | list[tuple[str, bytes]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        path = self.paths[i]
+        return str(path), read_limited(path)
+
+
+# A batch's results stream holds health data; nobody reads it after its jobs' deadlines, so
+# if the CLI is killed it expires this long after the last outcome, not after 7 days.
+BATCH_RESULTS_TTL_MARGIN_S = 300
+
+
 def screen_queued(args: argparse.Namespace, inputs: list[Path]) -> Iterator[ScreeningResult]:
-    import asyncio
+    """Stream results as the workers finish them (each is written out, then forgotten).
+
+    Interrupted (Ctrl-C, SIGTERM, an error downstream), the batch cancels its jobs still
+    waiting and deletes its results stream; killed outright, the stream's short TTL ends it."""
+    import signal
 
     from hbscreen.inference.queue.batch import screen_via_queue
 
-    results: list[tuple[str, JobOutcome]] = []
+    from .compose import wire_submitter
+    from .settings import get_settings
 
-    async def go() -> None:
-        from .compose import wire_submitter
-        from .settings import get_settings
-
-        settings = get_settings().model_copy(update={"redis_url": args.queue})
-        wiring = wire_submitter(settings, submitter=None)  # a private results stream
-        queue = wiring.queue
-        try:
-            items = [(str(p), read_limited(p)) for p in inputs]
-            async for path, outcome in screen_via_queue(
-                queue, items, args.group, cutout=args.cutout, danger_signs=args.danger_signs
-            ):
-                results.append((path, outcome))
-        finally:
-            await wiring.close()
-
-    asyncio.run(go())
+    settings = get_settings()
+    ttl = int(settings.job_deadline_s) + BATCH_RESULTS_TTL_MARGIN_S
+    settings = settings.model_copy(update={"redis_url": args.queue, "results_ttl_s": ttl})
+    loop = asyncio.new_event_loop()
+    wiring = wire_submitter(settings, submitter=None)  # a private results stream
+    outcomes = screen_via_queue(
+        wiring.queue,
+        LazyFiles(inputs),
+        args.group,
+        cutout=args.cutout,
+        danger_signs=args.danger_signs,
+    )
     index = {str(p): i for i, p in enumerate(inputs)}
-    for path, outcome in results:
-        result = outcome.result or ScreeningResult(
-            path=path,
-            group=args.group,
-            ok=False,
-            referral="retake",
-            error=ErrorInfo(code=outcome.status, message=f"the job ended as {outcome.status}"),
-        )
-        result.path = path
-        yield _with_heatmap(
-            args, result, outcome.heatmap_jpeg, Path(path), index[path], len(inputs)
-        )
+    step: asyncio.Future | None = None
+    interrupted = False
+
+    def on_signal() -> None:  # runs inside the loop: never an exception mid-task
+        nonlocal interrupted
+        interrupted = True
+        if step is not None and not step.done():
+            step.cancel()
+
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal)
+            handled.append(sig)
+    try:
+        while True:
+            if interrupted:
+                raise KeyboardInterrupt
+            step = asyncio.ensure_future(anext(outcomes), loop=loop)
+            try:
+                path, outcome = loop.run_until_complete(step)
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                if interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+            result = outcome.result or ScreeningResult(
+                path=path,
+                group=args.group,
+                ok=False,
+                referral="retake",
+                error=ErrorInfo(code=outcome.status, message=f"the job ended as {outcome.status}"),
+            )
+            result.path = path
+            yield _with_heatmap(
+                args, result, outcome.heatmap_jpeg, Path(path), index[path], len(inputs)
+            )
+    finally:
+        loop.run_until_complete(_end_batch(step, outcomes, wiring))
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        loop.close()
+
+
+async def _end_batch(
+    step: asyncio.Future | None, outcomes: AsyncIterator[object], wiring: Wiring
+) -> None:
+    """Stop reading; the batch generator cancels what is still queued; delete the results."""
+    if step is not None and not step.done():
+        step.cancel()
+        with contextlib.suppress(BaseException):
+            await step
+    elif step is not None and not step.cancelled():
+        step.exception()  # the interrupt that ended it: retrieved, not reported again
+    with contextlib.suppress(Exception):
+        await outcomes.aclose()  # type: ignore[attr-defined]
+    await wiring.close()
 
 
 def _unreadable(args: argparse.Namespace, path: Path, e: OSError) -> ScreeningResult:
@@ -314,23 +388,26 @@ def run_screen(args: argparse.Namespace) -> int:
         file=sys.stderr,
         leave=False,
     )
-    rows = []
-    for r in results:
-        progress.update(1)
-        if args.json:
-            print(r.to_json(), flush=True)
-        else:
-            progress.write(format_text(r, args.lang) + "\n", file=sys.stdout)
-        rows.append(csv_row(r))
-    progress.close()
-    if csv_path:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with csv_path.open("w", newline="", encoding="utf-8") as f:
+    n = 0
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if csv_path:  # written row by row: a batch's results are never all in memory
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(csv_path.open("w", newline="", encoding="utf-8"))
             writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             writer.writeheader()
-            writer.writerows(rows)
+        for r in results:
+            progress.update(1)
+            if args.json:
+                print(r.to_json(), flush=True)
+            else:
+                progress.write(format_text(r, args.lang) + "\n", file=sys.stdout)
+            if writer is not None:
+                writer.writerow(csv_row(r))
+            n += 1
+    progress.close()
     if not args.json:
-        summary = f"Screened {len(rows)} photo(s)."
+        summary = f"Screened {n} photo(s)."
         if csv_path:
             summary += f" Summary: {csv_path}"
         disclaimer = t(

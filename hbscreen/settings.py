@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     heartbeat_s: float = 5.0  # worker heartbeat period (key TTL: 3 periods)
     shutdown_grace_s: float = 20.0  # on SIGTERM, finish jobs in hand this long, then hand back
     results_ttl_s: int = 24 * 3600  # outcomes, delivery markers, dead letters expire after this
+    # Delivery to the chat (bot/delivery.py): retried on 429/5xx/timeouts until the job's
+    # deadline plus this grace (< 600 s, the routing ticket's margin); a lease held this long
+    # by a bot that died is taken over by the next one.
+    delivery_grace_s: float = 120.0
+    delivery_lease_s: float = 10.0
     # Shared by the bot and the workers: photos, jobs, results and heatmaps are encrypted in
     # Redis with a key derived from it (AES-GCM). Required with REDIS_URL.
     queue_key: SecretStr | None = None

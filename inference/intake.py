@@ -14,13 +14,22 @@ Why it is careful:
 - Colour is normalised to 8-bit RGB: 16-bit is rescaled (not clipped), CMYK (incl. Adobe's
   inverted CMYK JPEGs) and palettes are converted, and embedded ICC profiles (e.g. Display
   P3 from iPhones, CMYK profiles) are converted to sRGB, because the models read colour.
+- Memory is bounded by what the pixels cost once decoded, not only by their count: a 381 KB
+  16-bit RGBA PNG of 7000x7000 is 392 MB of samples. Large non-interlaced RGB(A)/16-bit grey
+  PNGs are decoded in bands of rows (each band reduced to 8 bits and downscaled before the
+  next is inflated), JPEGs at a reduced DCT scale; anything else whose decoded size would
+  exceed `MAX_DECODE_BYTES` is refused up front as `too_large` (a smaller copy will pass; the
+  same file never will). Conversions run on strips, so no full-size temporary is made.
+  Measured peak RSS of a worker: tests/test_faults_memory.py.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import warnings
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -41,6 +50,12 @@ except ImportError:  # pragma: no cover - the wheel is a declared dependency
 
 MAX_PIXELS = 50_000_000  # 48 Mpx phone photos (8000x6000) pass; ~150 MB as RGB
 MIN_SIDE = 200  # short side of a photo; cut-outs are smaller, the pipeline passes 24
+# What the decoder may hold at once for one image (Pillow's buffer plus the codec's own):
+# with a worker's ~170 MB of models and runtime this keeps its peak under 400 MB. A 24 Mpx
+# HEIC (~171 MB while libheif hands its buffer to Pillow) passes; a 48 Mpx HEIC does not
+# (sent as a photo rather than a file, Telegram makes it a small JPEG, which passes).
+MAX_DECODE_BYTES = 176 * 1024 * 1024
+_STRIP_ROWS = 256  # rows converted (and banded PNG rows inflated) at a time
 
 # Our own limit is far below Pillow's bomb warning threshold, so its warning only fires for
 # images we refuse anyway; silence exactly that category instead of per-call filter juggling
@@ -127,6 +142,7 @@ def decode_image(
     max_pixels: int = MAX_PIXELS,
     min_side: int = MIN_SIDE,
     max_side: int | None = None,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
 ) -> DecodedImage:
     """Decode untrusted image bytes into upright 8-bit sRGB, or raise IntakeError.
 
@@ -134,7 +150,9 @@ def decode_image(
         leave RGB as stored; otherwise transparent pixels are composited onto black, the
         convention of cut-out datasets (RGB outside the mask is black).
     max_side: if given, the result's long side is at most this; JPEGs are then decoded at a
-        reduced DCT scale (much faster and smaller for 12-48 Mpx photos).
+        reduced DCT scale (much faster and smaller for 12-48 Mpx photos), large PNGs band by
+        band with each band downscaled, everything else strip by strip.
+    max_decode_bytes: refuse (`too_large`) what would need more decoder memory than this.
     """
     if not data:
         raise IntakeError(ErrorCode.NOT_AN_IMAGE, "The file is empty.")
@@ -174,10 +192,28 @@ def decode_image(
         # Decode at 1/2, 1/4 or 1/8 scale, never below the requested size.
         scale = max_side / max(im.size)
         im.draft(im.mode, (int(im.size[0] * scale) + 1, int(im.size[1] * scale) + 1))
-    _load_strict(im)
+    plan = _png_band_plan(data, im) if kind == "png" else None
+    cost = plan.cost if plan is not None else _decode_cost(im, kind)
+    if cost > max_decode_bytes:
+        w, h = im.size
+        raise IntakeError(
+            ErrorCode.TOO_LARGE,
+            f"The image is too large to check ({w}x{h}, {cost // (1024 * 1024)} MB once "
+            "decoded). Please send it as a photo rather than as a file, or a smaller copy.",
+            width=w,
+            height=h,
+            decoded_bytes=cost,
+        )
+    orientation = _orientation(im)
+    factor = _reduce_factor(im.size, max_side)
+    if plan is not None:
+        rgb, alpha = _decode_png_bands(data, plan, im, keep_alpha=keep_alpha, factor=factor)
+    else:
+        _load_strict(im)
+        rgb, alpha = _convert_in_strips(im, keep_alpha=keep_alpha, factor=factor)
+    im.close()  # free the full-size decoded pixels before anything else is allocated
 
-    rgb, alpha = _to_rgb8(im, keep_alpha=keep_alpha)
-    rgb, alpha = _orient(im, rgb, alpha)
+    rgb, alpha = _orient(orientation, rgb, alpha)
     if max_side is not None and max(rgb.shape[:2]) > max_side:
         rgb, alpha = _shrink(rgb, alpha, max_side)
     if rgb.shape[0] < min_side or rgb.shape[1] < min_side:  # e.g. a draft rounding quirk
@@ -356,14 +392,28 @@ _ORIENT_OPS = {
 }
 
 
-def _orient(
-    im: Image.Image, rgb: np.ndarray, alpha: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Apply EXIF orientation (HEIF: pillow-heif already applied irot/imir and reset it)."""
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation, read before the pixels (HEIF: pillow-heif already applied it).
+
+    A PNG's getexif() would decode the whole image to look for an eXIf chunk after the
+    pixels; only an eXIf chunk before them is read (where libpng writers put it)."""
     try:
-        orientation = int(im.getexif().get(0x0112, 1))
+        if im.format == "PNG":
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
+        return int(im.getexif().get(0x0112, 1))
     except Exception:
-        orientation = 1
+        return 1
+
+
+def _orient(
+    orientation: int, rgb: np.ndarray, alpha: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply EXIF orientation to the (already reduced) arrays."""
     op = _ORIENT_OPS.get(orientation)
     if op is None:
         return rgb, alpha
@@ -385,4 +435,246 @@ def _shrink(
     return rgb, alpha
 
 
-__all__ = ["MAX_BYTES", "MAX_PIXELS", "MIN_SIDE", "DecodedImage", "decode_image"]
+# ---------------------------------------------------------------------------------------------
+# Bounded memory: decode cost, strip-wise conversion, banded PNG decoding
+
+# Bytes per pixel of Pillow's in-memory modes ("RGB" is stored as 4 bytes, like "RGBA").
+_PILLOW_BPP = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def _decode_cost(im: Image.Image, kind: str) -> int:
+    """Bytes the decoder holds at its peak: Pillow's image, and for WebP/HEIF also the codec's
+    own full-size buffer (3 or 4 bytes a pixel) that is copied into it. Measured for a 24 Mpx
+    HEIC: 151 MB over the worker's baseline, against 171 MB estimated here."""
+    w, h = im.size
+    pillow = _PILLOW_BPP.get(im.mode, 4)
+    codec = (4 if "A" in im.mode else 3) if kind in ("webp", "heif") else 0
+    return w * h * (pillow + codec)
+
+
+def _reduce_factor(size: tuple[int, int], max_side: int | None) -> int:
+    """Integer box-reduction factor that keeps the long side >= max_side (1: none)."""
+    if max_side is None:
+        return 1
+    return max(1, max(size) // max_side)
+
+
+def _reduce(
+    rgb: np.ndarray, alpha: np.ndarray | None, factor: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if factor <= 1:
+        return rgb, alpha
+    rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
+    if alpha is not None:
+        alpha = np.asarray(Image.fromarray(alpha).reduce(factor))
+    return rgb, alpha
+
+
+class _Assembler:
+    """Collects reduced strips into one preallocated output (no list of full strips)."""
+
+    def __init__(self, size: tuple[int, int], factor: int) -> None:
+        w, h = size
+        self.shape = (-(-h // factor), -(-w // factor))
+        self.rgb = np.empty((*self.shape, 3), np.uint8)
+        self.alpha: np.ndarray | None = None
+        self.y = 0
+
+    def add(self, rgb: np.ndarray, alpha: np.ndarray | None) -> None:
+        n = rgb.shape[0]
+        self.rgb[self.y : self.y + n] = rgb
+        if alpha is not None:
+            if self.alpha is None:
+                self.alpha = np.empty(self.shape, np.uint8)
+            self.alpha[self.y : self.y + n] = alpha
+        self.y += n
+
+
+def _strip_rows(factor: int) -> int:
+    return max(factor, (_STRIP_ROWS // factor) * factor)
+
+
+def _convert_in_strips(
+    im: Image.Image, *, keep_alpha: bool, factor: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`_to_rgb8` strip by strip, each strip reduced before the next: no full-size copy."""
+    w, h = im.size
+    out = _Assembler(im.size, factor)
+    rows = _strip_rows(factor)
+    for y in range(0, h, rows):
+        strip = im.crop((0, y, w, min(h, y + rows)))  # crop keeps info (ICC, transparency)
+        rgb, alpha = _to_rgb8(strip, keep_alpha=keep_alpha)
+        out.add(*_reduce(rgb, alpha, factor))
+    return out.rgb, out.alpha if keep_alpha else None
+
+
+@dataclass(frozen=True)
+class _PngPlan:
+    width: int
+    height: int
+    depth: int
+    colour_type: int  # 0 grey, 2 RGB, 6 RGBA
+    idat: tuple[tuple[int, int], ...]  # (offset, length) of each IDAT payload
+    cost: int
+
+    @property
+    def channels(self) -> int:
+        return {0: 1, 2: 3, 6: 4}[self.colour_type]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * self.channels * self.depth // 8
+
+
+_BAND_MIN_BYTES = 32 * 1024 * 1024  # below this, Pillow's one-piece decode is fine
+
+
+def _png_band_plan(data: bytes, im: Image.Image) -> _PngPlan | None:
+    """A plan to decode this PNG band by band, or None when Pillow should decode it whole:
+    small images, interlaced ones, palettes, 8-bit grey, grey+alpha and tRNS keys (at most
+    1-2 bytes per pixel in Pillow, or rare) keep the one-piece path and its budget check."""
+    w, h = im.size
+    if w * h * _PILLOW_BPP.get(im.mode, 4) < _BAND_MIN_BYTES:
+        return None
+    pos, idat, header = 8, [], None
+    try:
+        while pos + 8 <= len(data):
+            length, tag = struct.unpack(">I4s", data[pos : pos + 8])
+            body = pos + 8
+            if tag == b"IHDR":
+                header = struct.unpack(">IIBBBBB", data[body : body + 13])
+            elif tag == b"IDAT":
+                idat.append((body, min(length, len(data) - body)))
+            elif tag == b"tRNS":
+                return None
+            elif tag == b"IEND":
+                break
+            pos = body + length + 4
+    except struct.error:
+        return None
+    if header is None or not idat:
+        return None
+    width, height, depth, colour_type, _, _, interlace = header
+    if interlace or (width, height) != (w, h):
+        return None
+    if not ((colour_type in (2, 6) and depth in (8, 16)) or (colour_type == 0 and depth == 16)):
+        return None
+    plan = _PngPlan(width, height, depth, colour_type, tuple(idat), 0)
+    band = _STRIP_ROWS * (plan.row_bytes + 1)
+    # inflated rows + one band as decoded samples + its 8-bit copy
+    return _PngPlan(width, height, depth, colour_type, tuple(idat), 3 * band + plan.row_bytes)
+
+
+def _mini_png(plan: _PngPlan, rows: int, raw: bytes | bytearray) -> bytes:
+    """A PNG of `rows` rows around already-filtered scanlines (stored deflate: no work)."""
+
+    def chunk(tag: bytes, body: bytes) -> list[bytes]:
+        crc = zlib.crc32(body, zlib.crc32(tag))
+        return [struct.pack(">I", len(body)), tag, body, struct.pack(">I", crc)]
+
+    ihdr = struct.pack(">IIBBBBB", plan.width, rows, plan.depth, plan.colour_type, 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", *chunk(b"IHDR", ihdr)]
+    parts += chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b"")
+    return b"".join(parts)
+
+
+_CORRUPT_PNG = "The photo file is damaged or incomplete. Please send it again."
+
+
+def _decode_png_bands(
+    data: bytes, plan: _PngPlan, im: Image.Image, *, keep_alpha: bool, factor: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inflate the IDAT stream a band of rows at a time; each band is re-wrapped as a small
+    PNG whose first row is the previous band's last (reconstructed) row, so PNG's row filters
+    resolve exactly, decoded by OpenCV (exact 16-bit samples), reduced to 8 bits and
+    downscaled before the next band is inflated."""
+    icc = im.info.get("icc_profile")
+    row = plan.row_bytes + 1  # with the filter byte
+    rows_per_band = _strip_rows(factor)
+    out = _Assembler((plan.width, plan.height), factor)
+    inflater = zlib.decompressobj()
+    buf = bytearray()
+    seed: bytes | None = None
+    y = 0
+
+    def emit(n: int) -> None:
+        nonlocal seed, y
+        if y + n > plan.height:
+            raise IntakeError(ErrorCode.CORRUPT, _CORRUPT_PNG)
+        raw = bytearray(b"\x00" + seed if seed is not None else b"")
+        raw += buf[: n * row]
+        del buf[: n * row]
+        mini = _mini_png(plan, n + (seed is not None), raw)
+        del raw
+        arr = cv2.imdecode(np.frombuffer(mini, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise IntakeError(ErrorCode.CORRUPT, _CORRUPT_PNG)
+        if seed is not None:
+            arr = arr[1:]
+        seed = _png_row_bytes(arr[-1], plan)
+        rgb, alpha = _band_to_rgb8(arr, plan, icc, keep_alpha=keep_alpha)
+        out.add(*_reduce(rgb, alpha, factor))
+        y += n
+
+    try:
+        for offset, length in plan.idat:
+            pending = data[offset : offset + length]
+            while pending:
+                buf += inflater.decompress(pending, rows_per_band * row)
+                pending = inflater.unconsumed_tail
+                while len(buf) >= rows_per_band * row:
+                    emit(rows_per_band)
+            if inflater.eof:
+                break
+        if buf:
+            if len(buf) % row:
+                raise IntakeError(ErrorCode.CORRUPT, _CORRUPT_PNG)
+            emit(len(buf) // row)
+    except zlib.error as exc:
+        raise IntakeError(ErrorCode.CORRUPT, _CORRUPT_PNG) from exc
+    if y != plan.height or not inflater.eof:
+        raise IntakeError(ErrorCode.CORRUPT, _CORRUPT_PNG)
+    return out.rgb, out.alpha if keep_alpha else None
+
+
+def _png_row_bytes(last: np.ndarray, plan: _PngPlan) -> bytes:
+    """One decoded row (OpenCV's BGR(A), native-endian) back to PNG sample bytes."""
+    if plan.colour_type == 2:
+        last = last[:, ::-1]
+    elif plan.colour_type == 6:
+        last = last[:, [2, 1, 0, 3]]
+    return np.ascontiguousarray(last).astype(">u2" if plan.depth == 16 else np.uint8).tobytes()
+
+
+def _band_to_rgb8(
+    arr: np.ndarray, plan: _PngPlan, icc: bytes | None, *, keep_alpha: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if plan.depth == 16:  # rescale 0..65535 -> 0..255 with rounding, no wide temporaries
+        arr = cv2.convertScaleAbs(arr, alpha=255.0 / 65535.0)
+    alpha = None
+    if plan.colour_type == 0:
+        rgb = np.repeat(arr[..., None], 3, axis=2)
+    elif plan.colour_type == 2:
+        rgb = np.ascontiguousarray(arr[..., ::-1])
+    else:
+        rgb = np.ascontiguousarray(arr[..., 2::-1])
+        alpha = np.ascontiguousarray(arr[..., 3])
+    if icc:
+        converted = _icc_to_srgb(Image.fromarray(rgb), icc, "RGB")
+        if converted is not None:
+            rgb = np.asarray(converted, dtype=np.uint8)
+    if alpha is not None and not keep_alpha:
+        if alpha.min() < 255:
+            rgb = ((rgb.astype(np.uint16) * alpha[..., None] + 127) // 255).astype(np.uint8)
+        alpha = None
+    return rgb, alpha
+
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_DECODE_BYTES",
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "DecodedImage",
+    "decode_image",
+]

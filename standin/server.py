@@ -131,6 +131,32 @@ class Params:
         return v
 
 
+@dataclasses.dataclass
+class Fault:
+    """One injected fault (see BotAPIStandIn.inject_fault)."""
+
+    method: str | None
+    status: int | None
+    remaining: int
+    delay_s: float
+    retry_after: int | None
+    skip: int
+    reply_lost: bool
+
+    def matches(self, method: str) -> bool:
+        if self.method is None:
+            return method.startswith(("send", "edit"))
+        return self.method == method
+
+    def error(self) -> ApiError:
+        code = self.status or 500
+        if code == 429:
+            wait = 1 if self.retry_after is None else self.retry_after
+            return ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+        words = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+        return ApiError(code, words.get(code, "Gateway Timeout" if code == 504 else "Error"))
+
+
 class BotAPIStandIn:
     """An aiohttp server on 127.0.0.1 that answers like api.telegram.org for one bot."""
 
@@ -180,6 +206,8 @@ class BotAPIStandIn:
         self._bot_texts: dict[tuple[str, str], str] = {}
         self._default_menu_button: dict[str, Any] = {"type": "commands"}
         self._failures: list[tuple[str | None, ApiError]] = []
+        self._faults: list[Fault] = []
+        self.fault_log: list[tuple[str, str]] = []  # (method, what the fault did), for tests
         self._seq = 0
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -325,6 +353,44 @@ class BotAPIStandIn:
         for _ in range(count):
             self._failures.append((method.lower() if method else None, err))
 
+    def inject_fault(
+        self,
+        method: str | None = None,
+        *,
+        status: int | None = None,
+        count: int = 1,
+        delay_s: float = 0.0,
+        retry_after: int | None = None,
+        after: int = 0,
+        reply_lost: bool = False,
+    ) -> Fault:
+        """Fault injection, per method (None: any send/edit method), for the next `count`
+        matching calls once `after` of them went through normally:
+
+        - `status`: answer with this HTTP status and Telegram's JSON error shape (429 gets
+          parameters.retry_after, default 1; 500, 502, 503, 504 read as server errors);
+        - `delay_s`: hold the call that long first. If the client gave up meanwhile (its
+          timeout), the call is dropped unprocessed: it never reached Telegram;
+        - `reply_lost`: process the call (the message IS delivered), then hold the answer
+          `delay_s` and answer an error or nothing: the one case where a client cannot know.
+
+        Faults of one method apply in the order they were injected; `fault_log` records what
+        each did. Returns the Fault (its `remaining` counts down)."""
+        fault = Fault(
+            method.lower() if method else None,
+            status,
+            count,
+            delay_s,
+            retry_after,
+            after,
+            reply_lost,
+        )
+        self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
     def calls_to(self, method: str) -> list[ApiCall]:
         return [c for c in self.calls if c.method.lower() == method.lower()]
 
@@ -392,7 +458,22 @@ class BotAPIStandIn:
                 refusal = self.flood.check(name, params.values)
                 if refusal is not None:
                     raise refusal
+            fault = self._take_fault(name.lower())
+            if fault is not None and not fault.reply_lost:
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
+                    if request.transport is None or request.transport.is_closing():
+                        self.fault_log.append((name, "dropped after the client gave up"))
+                        return web.Response(status=504)  # nobody reads it
+                if fault.status:
+                    self.fault_log.append((name, f"answered {fault.status}"))
+                    raise fault.error()
+                self.fault_log.append((name, f"slow ({fault.delay_s:g} s)"))
             result = await handler(params)
+            if fault is not None and fault.reply_lost:
+                self.fault_log.append((name, "processed, answer lost"))
+                await asyncio.sleep(fault.delay_s)
+                raise fault.error() if fault.status else ApiError(504, "Gateway Timeout")
         except ApiError as err:
             return web.json_response(err.body(), status=err.code)
         body: dict[str, Any] = {"ok": True, "result": result}
@@ -408,6 +489,17 @@ class BotAPIStandIn:
         return web.Response(
             body=stored.data, content_type=stored.mime_type or "application/octet-stream"
         )
+
+    def _take_fault(self, method: str) -> Fault | None:
+        for fault in self._faults:
+            if fault.remaining <= 0 or not fault.matches(method):
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
+                return None
+            fault.remaining -= 1
+            return fault
+        return None
 
     def _maybe_fail(self, method: str) -> None:
         for i, (target, err) in enumerate(self._failures):

@@ -226,3 +226,29 @@ def write(path: str | os.PathLike[str], data: bytes) -> str:
     with open(path, "wb") as f:
         f.write(data)
     return os.fspath(path)
+
+
+def flat_png(width: int, height: int, *, bit_depth: int = 8, colour: str = "RGB") -> bytes:
+    """A valid all-zero PNG of any size, depth and colour type, built in constant memory.
+
+    The issue's 381 KB 16-bit RGBA 7000x7000 file is `flat_png(7000, 7000, bit_depth=16,
+    colour="RGBA")`: tiny on the wire, 392 MB of samples inflated. Same trick as png_bomb.
+    """
+    channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[colour]
+    colour_type = {"L": 0, "LA": 4, "RGB": 2, "RGBA": 6}[colour]
+    raw_len = height * (1 + width * channels * bit_depth // 8)
+    chunk = 1 << 20
+    c = zlib.compressobj(9)
+    first = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)
+    n_full, rem = divmod(raw_len, chunk)
+    tail = c.compress(bytes(rem)) + c.flush()
+    adler = ((raw_len % 65521) << 16) | 1
+    body = first + block * (n_full - 1) + tail[:-4] + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", body)
+        + _png_chunk(b"IEND", b"")
+    )

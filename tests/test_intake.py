@@ -7,6 +7,7 @@ import resource
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
@@ -313,3 +314,89 @@ def test_iso_bmff_family() -> None:
     assert _code(_ftyp(b"avif", b"mif1", b"miaf")) == ErrorCode.UNSUPPORTED_FORMAT
     assert _code(_ftyp(b"isom", b"mp41")) == ErrorCode.NOT_AN_IMAGE  # a video renamed .jpg
     assert _code(_ftyp(b"heic", b"mif1")) == ErrorCode.CORRUPT  # HEIC header, no image
+
+
+# --- bounded decode memory (issue 12 part 2) ---------------------------------------------------
+
+
+def _noise(h: int, w: int, c: int, dtype: type, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    base = np.linspace(0, top, w, dtype=np.float64)[None, :, None] * np.ones((h, 1, c))
+    return np.clip(base + rng.normal(0, top / 20, (h, w, c)), 0, top).astype(dtype)
+
+
+def _both_paths(monkeypatch: pytest.MonkeyPatch, data: bytes, **kw: object) -> tuple:
+    """Decode once whole (Pillow) and once band by band (forced), for comparison."""
+    from hbscreen.inference import intake
+
+    monkeypatch.setattr(intake, "_BAND_MIN_BYTES", 1 << 40)
+    whole = decode_image(data, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(intake, "_BAND_MIN_BYTES", 0)
+    monkeypatch.setattr(intake, "_STRIP_ROWS", 37)  # many bands, odd boundaries
+    banded = decode_image(data, **kw)  # type: ignore[arg-type]
+    return whole, banded
+
+
+def test_banded_png_matches_whole_decode_8bit_rgb(monkeypatch: pytest.MonkeyPatch) -> None:
+    rgb = _noise(300, 410, 3, np.uint8)
+    _ok, buf = cv2.imencode(".png", rgb[..., ::-1])  # OpenCV's adaptive row filters
+    whole, banded = _both_paths(monkeypatch, buf.tobytes())
+    assert np.array_equal(whole.rgb, rgb) and np.array_equal(banded.rgb, rgb)
+
+
+def test_banded_png_matches_whole_decode_16bit_grey(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = _noise(260, 333, 1, np.uint16)[..., 0]
+    whole, banded = _both_paths(monkeypatch, mf.png16_grey(g))
+    assert np.array_equal(whole.rgb, banded.rgb)
+
+
+def test_banded_png_16bit_rgba_with_alpha_and_downscale(monkeypatch: pytest.MonkeyPatch) -> None:
+    rgba = _noise(500, 640, 4, np.uint16, seed=3)
+    _ok, buf = cv2.imencode(".png", rgba[..., [2, 1, 0, 3]])
+    whole, banded = _both_paths(monkeypatch, buf.tobytes(), max_side=300)
+    assert whole.rgb.shape == banded.rgb.shape == (234, 300, 3)
+    # Pillow truncates 16-bit RGBA to the high byte; the banded path rounds: at most 1 apart
+    # per sample before compositing, a few after averaging.
+    diff = np.abs(whole.rgb.astype(int) - banded.rgb.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.6
+    whole, banded = _both_paths(monkeypatch, buf.tobytes(), keep_alpha=True, min_side=24)
+    assert banded.alpha is not None and whole.alpha is not None
+    assert np.abs(whole.alpha.astype(int) - banded.alpha.astype(int)).max() <= 1
+
+
+def test_banded_png_truncated_or_damaged_is_corrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hbscreen.inference import intake
+
+    monkeypatch.setattr(intake, "_BAND_MIN_BYTES", 0)
+    rgb = _noise(300, 410, 3, np.uint8)
+    data = mf.png(rgb)
+    assert _code(data[: len(data) * 6 // 10]) == ErrorCode.CORRUPT
+    broken = bytearray(data)
+    idat = broken.index(b"IDAT")
+    broken[idat + 40 : idat + 400] = bytes(360)
+    assert _code(bytes(broken)) == ErrorCode.CORRUPT
+
+
+def test_issue_png_decodes_in_bands_with_bounded_memory() -> None:
+    """The issue's 381 KB 16-bit RGBA 7000x7000 PNG: answered, not a 1.4 GB decode."""
+    data = mf.flat_png(7000, 7000, bit_depth=16, colour="RGBA")
+    assert len(data) < 400 * 1024
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = decode_image(data, max_side=1280)
+    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert out.rgb.shape == (1280, 1280, 3)
+    assert growth_mb < 150  # was ~1300; the real worker's peak: tests/test_faults_memory.py
+
+
+def test_over_decode_budget_is_refused_without_inviting_a_resend() -> None:
+    """What cannot be banded (here: grey+alpha) and would need more than the budget is
+    refused before any pixel is decoded."""
+    im = Image.new("LA", (4000, 3000))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")  # Pillow holds LA as 4 bytes a pixel
+    with pytest.raises(IntakeError) as info:
+        decode_image(buf.getvalue(), max_decode_bytes=16 * 1024 * 1024)
+    assert info.value.code == ErrorCode.TOO_LARGE
+    assert "again" not in info.value.message
+    assert info.value.details["decoded_bytes"] == 4000 * 3000 * 4

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from telegram import Update
 from telegram.error import TelegramError
 
 from .. import metrics
-from ..i18n import t
+from ..i18n import pick_language, t
 from ..services import BotContext, load_person
 
 log = logging.getLogger(__name__)
@@ -18,8 +22,6 @@ log = logging.getLogger(__name__)
 async def in_group(update: Update, context: BotContext) -> None:
     """Health data does not belong in a group chat: point to a private chat."""
     user = update.effective_user
-    from ..i18n import pick_language
-
     lang = pick_language(user.language_code if user else None)
     link = f"https://t.me/{context.bot.username}"
     await update.effective_message.reply_text(
@@ -82,27 +84,61 @@ async def count_update(update: object, context: BotContext) -> None:
     metrics.UPDATES.inc()
 
 
+# Updates already apologised for (an update can fail in a handler and again in the flush).
+_APOLOGISED: OrderedDict[int, None] = OrderedDict()
+BUSY_TEXT = "Many people are using the service now. Please try again in a few minutes."
+SORRY_TEXT = "Sorry, something went wrong. Please try again, or send /start."
+
+
+def storage_unavailable(err: BaseException | None) -> bool:
+    """Redis down, restarting or too slow: a temporary state, not a bug in this update."""
+    if err is None or isinstance(err, TelegramError):
+        return False
+    return isinstance(err, RedisConnectionError | RedisTimeoutError | ConnectionError | OSError)
+
+
+def _first_apology(update_id: int) -> bool:
+    if update_id in _APOLOGISED:
+        return False
+    _APOLOGISED[update_id] = None
+    while len(_APOLOGISED) > 10_000:
+        _APOLOGISED.popitem(last=False)
+    return True
+
+
 async def on_error(update: object, context: BotContext) -> None:
-    """Log the error without the update (it holds chat content), and say sorry."""
+    """Log the error without the update (it holds chat content), and say sorry once.
+
+    Needs nothing but Telegram: with Redis down the person hears "busy, try again in a few
+    minutes" in their Telegram client's language (their chosen language lives in Redis)."""
     metrics.ERRORS.inc()
     err = context.error
-    log.error(
-        "error while handling an update: %s",
-        type(err).__name__,
-        exc_info=(type(err), err, err.__traceback__) if err else None,
-    )
-    if (
+    down = storage_unavailable(err)
+    if down:
+        metrics.STORE_UNAVAILABLE.inc()
+        log.warning("storage unavailable while handling an update: %s", type(err).__name__)
+    else:
+        log.error(
+            "error while handling an update: %s",
+            type(err).__name__,
+            exc_info=(type(err), err, err.__traceback__) if err else None,
+        )
+    if not (
         isinstance(update, Update)
         and update.effective_chat
         and update.effective_chat.type == "private"
+        and _first_apology(update.update_id)
     ):
-        try:
-            person = await load_person(update, context)
-            await update.effective_chat.send_message(
-                t(person.lang, "Sorry, something went wrong. Please try again, or send /start.")
-            )
-        except Exception:  # the error handler must never raise
-            pass
+        return
+    user = update.effective_user
+    lang = pick_language(user.language_code if user else None)
+    if not down:
+        with contextlib.suppress(Exception):  # the chosen language, if the store answers soon
+            lang = (await asyncio.wait_for(load_person(update, context), 1.0)).lang
+    try:
+        await update.effective_chat.send_message(t(lang, BUSY_TEXT if down else SORRY_TEXT))
+    except Exception as e:  # the error handler must never raise
+        log.info("could not apologise: %s", type(e).__name__)
 
 
 async def unknown_command(update: Update, context: BotContext) -> None:

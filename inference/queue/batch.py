@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .protocol import Job, JobOutcome, JobQueue, QueueBusy
@@ -15,7 +15,7 @@ BUSY_BACKOFF_S = 0.2
 
 async def screen_via_queue(
     queue: JobQueue,
-    items: list[tuple[str, bytes]],
+    items: Sequence[tuple[str, bytes]],
     group: str,
     *,
     cutout: bool = False,
@@ -34,10 +34,13 @@ async def screen_via_queue(
     room = asyncio.Semaphore(max(1, max_in_flight))
 
     async def produce() -> None:
-        for i, (path, data) in enumerate(items):
+        for i in range(len(items)):
             job = Job(group=group, cutout=cutout, danger_signs=danger_signs)
             job.id, job.reply_to = uuid.uuid4().hex, {"item": str(i)}
             await room.acquire()
+            # Read the item only now (a lazy sequence reads its file here), and let go of its
+            # bytes once submitted: the batch holds one photo at a time, not the whole batch.
+            path, data = items[i]
             pending[job.id] = path  # before submit: its outcome may come back at once
             while True:
                 try:
@@ -45,6 +48,7 @@ async def screen_via_queue(
                     break
                 except QueueBusy:
                     await asyncio.sleep(BUSY_BACKOFF_S)
+            del data
 
     producer = asyncio.create_task(produce())
     outcomes = queue.outcomes()
@@ -81,3 +85,8 @@ async def screen_via_queue(
                     await task
         with contextlib.suppress(Exception):
             await outcomes.aclose()  # type: ignore[attr-defined]
+        # Left early (interrupted, timed out): the rest of the batch must not be screened for
+        # nobody, nor its results wait in Redis; cancelled jobs publish no outcome.
+        for job_id in list(pending):
+            with contextlib.suppress(Exception):
+                await queue.cancel(job_id)

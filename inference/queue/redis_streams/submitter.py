@@ -75,6 +75,7 @@ class RedisSubmitter(OutcomeWaiters):
                 self.side.stream_maxlen,
                 job.id,
                 self.config.max_queued_bytes,
+                self.config.results_ttl_s,
             ],
         )
         if entry is None:

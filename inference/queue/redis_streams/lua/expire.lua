@@ -1,7 +1,7 @@
 -- Expire one job past its deadline: the submitter gets an "expired" outcome.
 -- KEYS: jobs stream, job hash, image, deadlines zset, results stream (origin), queued-bytes
 --       counter
--- ARGV: group, now, stream maxlen, results ttl, final-state ttl, job id
+-- ARGV: group, now, stream maxlen, results ttl (unless the job names its submitter's own), final-state ttl, job id
 local jobs, h, img, deadlines, origin, bytes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id = ARGV[6]
 local due = redis.call('ZSCORE', deadlines, id)
@@ -16,7 +16,7 @@ redis.call('HSET', h, 'state', 'expired')
 redis.call('XADD', origin, 'MAXLEN', '~', ARGV[3], '*', 'id', id, 'status', 'expired',
            'job', redis.call('HGET', h, 'job'), 'tries', redis.call('HGET', h, 'tries'),
            'result', '', 'heatmap', '')
-redis.call('EXPIRE', origin, ARGV[4])
+redis.call('EXPIRE', origin, redis.call('HGET', h, 'rttl') or ARGV[4])
 redis.call('HDEL', h, 'job')
 redis.call('EXPIRE', h, ARGV[5])
 local size = redis.call('HGET', h, 'size')

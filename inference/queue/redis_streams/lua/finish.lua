@@ -1,7 +1,7 @@
 -- Publish a job's outcome once: unless it was cancelled, expired or finished meanwhile.
 -- KEYS: jobs stream, job hash, image, deadlines zset, results stream (origin), dead letters,
 --       queued-bytes counter
--- ARGV: entry id, group, status, result json, heatmap, stream maxlen, results ttl,
+-- ARGV: entry id, group, status, result json, heatmap, stream maxlen, results ttl (unless the job names its submitter's own),
 --       dead-letter reason, dead-letter job json, final-state ttl, job id
 local jobs, h, img, deadlines, origin, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local bytes = KEYS[7]
@@ -19,7 +19,7 @@ local tries = redis.call('HGET', h, 'tries')
 redis.call('XADD', origin, 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'status', status,
            'job', redis.call('HGET', h, 'job'), 'tries', tries, 'result', ARGV[4],
            'heatmap', ARGV[5])
-redis.call('EXPIRE', origin, ARGV[7])
+redis.call('EXPIRE', origin, redis.call('HGET', h, 'rttl') or ARGV[7])
 if status == 'dead' then
   redis.call('XADD', dead, 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'job', ARGV[9],
              'tries', tries, 'reason', ARGV[8])

@@ -4,7 +4,8 @@
 -- maxmemory and noeviction, never has to refuse or evict a job it already accepted.
 -- KEYS: jobs stream, job hash, image, deadlines zset, queued-bytes counter
 -- ARGV: image, job json, results stream (origin), max depth, image ttl, job ttl, deadline,
---       stream maxlen, job id, max queued bytes
+--       stream maxlen, job id, max queued bytes, the submitter's results ttl (for finish
+--       and expire: a batch CLI's results expire soon, the bot's later)
 local jobs, h, img, deadlines, bytes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', h) == 1 then
   if redis.call('HGET', h, 'job') == ARGV[2] then return redis.call('HGET', h, 'entry') end
@@ -20,7 +21,7 @@ redis.call('INCRBY', bytes, size)
 redis.call('SET', img, ARGV[1], 'EX', ARGV[5])
 local e = redis.call('XADD', jobs, 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[9])
 redis.call('HSET', h, 'job', ARGV[2], 'origin', ARGV[3], 'entry', e, 'tries', 0,
-           'state', 'queued', 'size', size)
+           'state', 'queued', 'size', size, 'rttl', ARGV[11])
 redis.call('EXPIRE', h, ARGV[6])
 redis.call('ZADD', deadlines, ARGV[7], ARGV[9])
 return e
