@@ -203,13 +203,14 @@ async def test_result_that_cannot_be_sent_is_counted_lost_once(
     before = lost_total()
     async with running_bot(settings):
         user = await photo_sent(standin, 3000)
-        standin.inject_fault("sendPhoto", status=500, count=10_000)
+        # Every send fails: the result (a photo) or, if the job expires first, the apology.
+        standin.inject_fault(None, status=500, count=10_000)
         caplog.set_level(logging.INFO)
         with worker_process(redis_server.url, tmp_path):
             until = time.monotonic() + 25
             while lost_total() == before and time.monotonic() < until:
                 await asyncio.sleep(0.2)
-    r = row("sendPhoto 500 until the deadline", [user], lost_total() - before)
+    r = row("every send 500 until the deadline", [user], lost_total() - before)
     assert r["lost_in_metrics"] == 1 and r["duplicated"] == 0
     logged = [
         rec for rec in caplog.records if rec.getMessage() == "a result could not be delivered"
@@ -329,7 +330,7 @@ async def test_redis_down_during_a_submission_is_answered_busy_then_recovers(
     print("FAULT-ROW-DETAIL " + json.dumps(r))
     assert busy.content and answered_s < 5
     busy_msgs = [m for m in user.messages if "dans quelques minutes" in m.content]
-    assert len(busy_msgs) == 1  # one apology, not one per failing handler
+    assert len(busy_msgs) == 1, user.transcript()  # one apology, not one per failing handler
     assert r["delivered"] == 1 and r["duplicated"] == 0
 
 
