@@ -58,7 +58,7 @@ def main() -> None:
     for path in photos_in(args.paths, args.n):
         img = intake.decode_image(path.read_bytes(), max_side=WORK_LONG_SIDE)
         mask = pipe.segment(img.rgb)
-        _, cam, box = pipe.estimate(img.rgb, mask)
+        _, cam, box = pipe.estimate(img.rgb, mask, "woman")
         runs = []
         for _ in range(args.repeat):
             start = time.perf_counter()

@@ -44,15 +44,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from telegram import Bot, ReplyParameters
+from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.ext import ExtBot
 
 from hbscreen.inference.crypto import Sealer
 from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
 
 from . import metrics
-from .replies import Reply, outcome_replies
+from .replies import Reply, outcome_replies, send_reply
 from .services import BotApplication, Services, now
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 DONE_TTL_S = 2 * 24 * 3600  # "already delivered" markers: longer than any outcome lives
-MAX_PARALLEL = 256  # deliveries in flight per bot process (a chat in 429 holds only its own)
+# Deliveries in flight per bot process: Telegram allows ~30 messages a second, and one chat's
+# delivery may wait up to a second for its own per-chat pace (bot/concurrency.py).
+MAX_PARALLEL = 64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,6 +493,8 @@ class Deliverer:
         kind = outcome_kind(p.outcome)
         if "record" not in p.done:
             fails = await _record_once(self.svc, route, kind, p.outcome)
+            if kind != "result":  # refused, failed or expired: not counted against the limit
+                await self.svc.store.refund_rate(route["h"])
             await self.book.step_done(p.job_id, self.owner, "record", fails)
             p.done.add("record")
             p.fails = fails
@@ -570,54 +575,33 @@ class Step:
 def result_messages(
     outcome: JobOutcome, route: dict[str, Any], lang: str, kind: str, fails: int
 ) -> list[Step]:
-    """The messages of one answer as delivery steps. WHAT is sent is `replies.outcome_replies`
-    (a result is one photo with the result as its caption); this only makes each reply a step
-    that the mechanism above sends once, retrying transient errors."""
-    replies = outcome_replies(kind, outcome, route, lang, fails)
-    status_id = int(route["status"]) if route.get("status") else None
-    quoted = next((i for i, r in enumerate(replies) if not r.edit_status), None)
-    photo_msg = int(route["photo_msg"]) if route.get("photo_msg") else None
-    return [
-        _step(f"reply{i}", r, status_id, photo_msg if i == quoted else None)
-        for i, r in enumerate(replies)
-    ]
+    """The messages that make up one answer, in order, as named steps. What they are is
+    `replies.outcome_replies` (one message for a result: the heatmap with the result as its
+    caption); the mechanism above delivers any list of steps once."""
+    steps = []
+    quote = True  # the first message quotes the person's photo
+    for reply in outcome_replies(kind, outcome, route, lang, fails):
+        if reply.edit_status:
+            name = "status"
+        elif reply.photo is not None:
+            name = "photo" if reply.optional else "result"
+        else:
+            name = "text"
 
+        async def send(bot: Bot, chat_id: int, reply: Reply = reply, quote: bool = quote) -> object:
+            assert isinstance(bot, ExtBot)  # the Application's bot (rate_limit_args)
+            return await send_reply(bot, chat_id, route, reply, quote=quote)
 
-def _step(name: str, reply: Reply, status_id: int | None, quote_id: int | None) -> Step:
-    quote = ReplyParameters(quote_id, allow_sending_without_reply=True) if quote_id else None
-
-    async def send_new(bot: Bot, chat_id: int, text: str) -> object:
-        return await bot.send_message(
-            chat_id, text, reply_markup=reply.markup, reply_parameters=quote
+        steps.append(
+            Step(
+                name,
+                send,
+                best_effort=reply.optional,
+                skip_on_transient=reply.optional and reply.edit_status,
+            )
         )
-
-    async def send(bot: Bot, chat_id: int) -> object:
-        if reply.edit_status and status_id is not None:
-            try:
-                return await bot.edit_message_text(
-                    reply.text, chat_id=chat_id, message_id=status_id
-                )
-            except BadRequest:  # the status message is gone or too old: say it anew
-                if reply.optional:
-                    return None
-        if reply.photo is not None:
-            try:
-                return await bot.send_photo(
-                    chat_id,
-                    reply.photo,
-                    caption=reply.text,
-                    reply_markup=reply.markup,
-                    reply_parameters=quote,
-                )
-            except BadRequest:  # the heatmap was refused: the result still goes, as text
-                if reply.optional:
-                    return None
-                return await send_new(bot, chat_id, reply.alone or reply.text)
-        return await send_new(bot, chat_id, reply.text)
-
-    # An optional status edit never delays a result; everything else is retried until sent.
-    cosmetic = reply.optional and reply.photo is None
-    return Step(name, send, best_effort=reply.optional, skip_on_transient=cosmetic)
+        quote = quote and reply.edit_status  # an edited status does not quote
+    return steps
 
 
 async def _record_once(

@@ -1,6 +1,6 @@
-"""How an outcome becomes Telegram messages: `outcome_replies` says what to send; the delivery
-mechanism (bot/delivery.py: leases, retries, each reply sent once) sends it, so the mechanism
-and the wording (messages.py) change independently.
+"""How an outcome becomes Telegram messages: one function (`outcome_replies`) says what to
+send, one (`send_reply`) sends one of them; the delivery mechanism (delivery.py: retries,
+leases, exactly once) and the wording (messages.py) change independently.
 
 A result is one message: the heatmap photo with the whole result as its caption and the
 after-result buttons. Only when the text does not fit a caption (1024 UTF-16 units) does it
@@ -11,14 +11,20 @@ checking"), that message is edited into it instead.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
-from telegram import InlineKeyboardMarkup
+from telegram import InlineKeyboardMarkup, ReplyParameters
+from telegram.error import BadRequest
+from telegram.ext import ExtBot
 
 from hbscreen.inference.queue.protocol import JobOutcome
 
 from . import keyboards, messages
 from .i18n import t
+
+log = logging.getLogger(__name__)
 
 MAX_CAPTION = 1024  # UTF-16 code units, as Telegram counts
 
@@ -76,3 +82,50 @@ def outcome_replies(
     else:  # dead, expired
         text = messages.could_not_process_text(lang)
     return [Reply(text, edit_status=has_status)]
+
+
+async def send_reply(
+    bot: ExtBot[Any], chat_id: int, route: dict, reply: Reply, *, quote: bool = False
+) -> object:
+    """Send one Reply. A photo Telegram refuses (the heatmap is an extra) becomes its text
+    alone; a status edit it refuses becomes a new message (unless optional: then it raises
+    and the caller skips it). Transient errors (429, 5xx, timeouts) raise: the delivery
+    mechanism retries. No internal 429 retries (rate_limit_args=0): a delivery waiting out a
+    retry_after is rescheduled, it does not hold a slot."""
+    reply_parameters = None
+    if quote and route.get("photo_msg"):
+        reply_parameters = ReplyParameters(
+            int(route["photo_msg"]), allow_sending_without_reply=True
+        )
+    if reply.edit_status:
+        try:
+            return await bot.edit_message_text(
+                reply.text,
+                chat_id=chat_id,
+                message_id=int(route["status"]),
+                rate_limit_args=0,
+            )
+        except BadRequest:
+            if reply.optional:
+                raise
+    if reply.photo is not None:
+        try:
+            return await bot.send_photo(
+                chat_id,
+                reply.photo,
+                caption=reply.text,
+                reply_markup=reply.markup,
+                reply_parameters=reply_parameters,
+                rate_limit_args=0,
+            )
+        except BadRequest as e:
+            if reply.optional:
+                raise
+            log.warning("the heatmap could not be sent: %s", type(e).__name__)
+    return await bot.send_message(
+        chat_id,
+        reply.alone or reply.text,
+        reply_markup=reply.markup,
+        reply_parameters=reply_parameters,
+        rate_limit_args=0,
+    )

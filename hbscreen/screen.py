@@ -91,6 +91,13 @@ def add_screen_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-heatmap", action="store_true", help="do not write heatmap images")
     p.add_argument(
+        "--masks",
+        type=Path,
+        metavar="DIR",
+        help="also write the conjunctiva mask each screening used: DIR/<photo stem>.png, "
+        "8-bit, 255 = conjunctiva, at the photo's upright size (not with --queue)",
+    )
+    p.add_argument(
         "--csv", type=Path, help="CSV summary path (default for batches: OUT/summary.csv)"
     )
     p.add_argument("--queue", metavar="REDIS_URL", help="send the batch through the workers")
@@ -134,16 +141,56 @@ def screen_local(args: argparse.Namespace, inputs: list[Path]) -> Iterator[Scree
     from hbscreen.inference.pipeline import Pipeline
 
     pipeline = Pipeline.shared(args.models, args.threads)
+    mask_names: set[str] = set()  # same stem in two folders: the second gets its index
     for i, path in enumerate(inputs):
         try:
             data = read_limited(path)
         except OSError as e:
             yield _unreadable(args, path, e)
             continue
-        result, jpeg = pipeline.screen(
+        result, jpeg, mask = pipeline.screen_with_mask(
             data, args.group, cutout=args.cutout, danger_signs=args.danger_signs, path=str(path)
         )
+        if getattr(args, "masks", None) is not None and mask is not None:
+            threshold = pipeline.segmenter.card.threshold or 0.5
+            name = path.stem if path.stem not in mask_names else f"{path.stem}_{i:04d}"
+            mask_names.add(name)
+            result.mask_path = str(write_mask(args.masks, name, data, mask, threshold))
         yield _with_heatmap(args, result, jpeg, path, i, len(inputs))
+
+
+def upright_size(data: bytes, work_hw: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the photo as shown upright, from its header (no pixels decoded).
+
+    The pipeline works on a copy shrunk to at most 1280 px; EXIF rotation is read from the
+    decoded copy's orientation, which intake already made upright.
+    """
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+    if (h > w) != (work_hw[0] > work_hw[1]) and h != w:
+        h, w = w, h
+    return h, w
+
+
+def write_mask(folder: Path, stem: str, data: bytes, mask: object, threshold: float = 0.5) -> Path:
+    """DIR/<stem>.png: 8-bit mask (255 = conjunctiva) of the pipeline's mask at the photo's
+    upright size, so that researchers can compare it with their own masks pixel for pixel."""
+    import cv2
+    import numpy as np
+
+    m = np.asarray(mask, dtype=np.float32)
+    h, w = upright_size(data, (m.shape[0], m.shape[1]))
+    if (h, w) != m.shape[:2]:
+        m = np.asarray(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{stem}.png"
+    if not cv2.imwrite(str(target), np.where(m >= threshold, 255, 0).astype(np.uint8)):
+        raise OSError(f"cannot write {target}")
+    return target
 
 
 class LazyFiles(Sequence[tuple[str, bytes]]):
@@ -370,6 +417,9 @@ def run_screen(args: argparse.Namespace) -> int:
         return 2
     from .settings import get_settings
 
+    if getattr(args, "masks", None) is not None and args.queue:
+        print("hbscreen screen: --masks works without --queue only", file=sys.stderr)
+        return 2
     if args.queue and get_settings().queue_key is None:
         from .compose import NO_QUEUE_KEY
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from .modelcard import Calibration
+from .modelcard import Calibration, ModelCard
 from .result import Category, Referral
 
 TABLE_FILE = "who_anaemia_2024.json"
@@ -81,10 +81,48 @@ def referral_for(
     return "routine"
 
 
-def referral_margin(calibration: Calibration, validated: bool) -> float:
-    """The card's operating margin where the model is validated for the group; elsewhere the
-    wider of it and the 80% interval's half-width (sensitivity first when unsure)."""
-    op = calibration.referral_margin
+def referral_margin(
+    calibration: Calibration, validated: bool, population: str | None = None
+) -> float:
+    """The operating margin of the person's population (Mondrian calibration in the card;
+    the pooled one for a card without it) where the model is validated for the group;
+    elsewhere the wider of it and that population's 80% half-width (sensitivity first when
+    unsure)."""
+    cal = calibration.for_population(population)
+    op = cal.referral_margin
     if op is None:
-        return calibration.q80
-    return op if validated else max(op, calibration.q80)
+        return cal.q80
+    return op if validated else max(op, cal.q80)
+
+
+@dataclass(frozen=True)
+class GroupCalibration:
+    """What the card says for one WHO group: the population it is screened as, whether the
+    model is validated for it, the interval half-widths and the referral margin to use."""
+
+    group: str
+    population: str | None
+    validated: bool
+    q80: float
+    q95: float
+    margin: float
+
+
+def group_calibration(card: ModelCard, group: str) -> GroupCalibration:
+    """Per-group figures from the regression card (validated_groups, group_input and the
+    per-population calibration); the bot and the CLI word their answer from this."""
+    cutoffs_for(group)
+    cal = card.calibration
+    if cal is None:
+        raise ValueError("the regression model card has no calibration")
+    population = card.population_for(group)
+    validated = group in card.validated_groups
+    pc = cal.for_population(population)
+    return GroupCalibration(
+        group=group,
+        population=population,
+        validated=validated,
+        q80=pc.q80,
+        q95=pc.q95,
+        margin=referral_margin(cal, validated, population),
+    )

@@ -32,6 +32,18 @@ class Preprocessing(BaseModel):
     std: list[float] = Field(default_factory=lambda: [128.0, 128.0, 128.0])
 
 
+class PopulationCalibration(BaseModel):
+    """Mondrian (group-conditional) split-conformal half-widths and the referral margin of one
+    population (children, adult women, adult men), each from that population's out-of-fold
+    residuals only, and whether the population's figures met the validation targets."""
+
+    q80: float
+    q95: float
+    n_calibration: int | None = None
+    referral_margin: float | None = None
+    validated: bool = False
+
+
 class Calibration(BaseModel):
     """Split-conformal half-widths (g/dL) from out-of-fold absolute residuals, and the
     referral margin: refer when the estimate is below the group's cut-off + margin (chosen on
@@ -43,6 +55,29 @@ class Calibration(BaseModel):
     q95: float
     n_calibration: int | None = None
     referral_margin: float | None = None
+    per_population: dict[str, PopulationCalibration] = Field(default_factory=dict)
+
+    def for_population(self, population: str | None) -> PopulationCalibration:
+        """The population's own calibration, or the pooled one where the card has none."""
+        if population is not None and population in self.per_population:
+            return self.per_population[population]
+        return PopulationCalibration(
+            q80=self.q80,
+            q95=self.q95,
+            n_calibration=self.n_calibration,
+            referral_margin=self.referral_margin,
+        )
+
+
+class GroupInput(BaseModel):
+    """The regressor's second input: a one-hot of the person's population, in `populations`
+    order; `population_of` maps every WHO group (inference/who_anaemia_2024.json) to one.
+    Groups without data of their own (pregnancy, children over 5) are mapped to the nearest
+    population and are left out of `validated_groups`."""
+
+    name: str = "group"
+    populations: list[str]
+    population_of: dict[str, str]
 
 
 class ModelCard(BaseModel):
@@ -58,6 +93,7 @@ class ModelCard(BaseModel):
     threshold: float | None = None  # segmentation: probability cut
     calibration: Calibration | None = None  # regression only
     validated_groups: list[str] = Field(default_factory=list)
+    group_input: GroupInput | None = None  # regression: the person's population as an input
     training_data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     licence: str = ""
@@ -66,6 +102,10 @@ class ModelCard(BaseModel):
     @property
     def input(self) -> TensorSpec:
         return self.inputs[0]
+
+    def population_for(self, group: str) -> str | None:
+        """The population a WHO group is screened as (None for a card without group input)."""
+        return self.group_input.population_of.get(group) if self.group_input else None
 
 
 def load_card(name: str, models_dir: Path | None = None) -> ModelCard:

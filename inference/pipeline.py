@@ -68,9 +68,11 @@ class _Model:
         root = Path(models_dir) if models_dir else MODELS_DIR
         return cls(card, make_session(root / card.file, threads))
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(
+        self, x: np.ndarray, extra: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         names = list(self.card.outputs.values())
-        outs = self.session.run(names, {self.card.input.name: x})
+        outs = self.session.run(names, {self.card.input.name: x, **(extra or {})})
         return dict(zip(self.card.outputs.keys(), outs, strict=True))
 
 
@@ -107,6 +109,22 @@ class Pipeline:
         path: str | None = None,
     ) -> tuple[ScreeningResult, bytes | None]:
         """Screen one upload. Refusals come back as a result with `error`, never raise."""
+        result, jpeg, _ = self.screen_with_mask(
+            data, group, cutout=cutout, danger_signs=danger_signs, path=path
+        )
+        return result, jpeg
+
+    def screen_with_mask(
+        self,
+        data: bytes,
+        group: str,
+        *,
+        cutout: bool = False,
+        danger_signs: bool = False,
+        path: str | None = None,
+    ) -> tuple[ScreeningResult, bytes | None, np.ndarray | None]:
+        """`screen`, plus the conjunctiva mask it used (float HxW in [0, 1] at the decoded
+        working resolution; None when the photo could not be decoded), for `--masks`."""
         advice.cutoffs_for(group)  # unknown group is a programming error: raise early
         base = {
             "path": path,
@@ -118,13 +136,16 @@ class Pipeline:
             "model_versions": self.model_versions,
         }
         timings: dict[str, float] = {}
+        used: dict[str, np.ndarray] = {}
         try:
-            return self._screen(data, group, cutout, danger_signs, base, timings)
+            result, jpeg = self._screen(data, group, cutout, danger_signs, base, timings, used)
+            return result, jpeg, used.get("mask")
         except ScreeningError as e:
-            return self._refused(base, timings, e.code.value, e.message), None
+            return self._refused(base, timings, e.code.value, e.message), None, used.get("mask")
         except Exception as e:  # a model crash must still give the person an answer
             msg = f"the models failed on this image ({type(e).__name__})"
-            return self._refused(base, timings, ErrorCode.MODEL_FAILED.value, msg), None
+            refused = self._refused(base, timings, ErrorCode.MODEL_FAILED.value, msg)
+            return refused, None, used.get("mask")
 
     @staticmethod
     def _refused(base: dict, timings: dict, code: str, message: str) -> ScreeningResult:
@@ -144,6 +165,7 @@ class Pipeline:
         danger_signs: bool,
         base: dict,
         timings: dict[str, float],
+        used: dict[str, np.ndarray],
     ) -> tuple[ScreeningResult, bytes | None]:
         t = time.perf_counter()
 
@@ -166,6 +188,7 @@ class Pipeline:
             lap("decode")
             mask = self.segment(img.rgb)
             lap("segmentation")
+        used["mask"] = mask
         q = quality.assess(img.rgb, mask, cutout=cutout)
         lap("quality")
         # Cut-outs are research inputs: report their quality but always estimate.
@@ -174,10 +197,9 @@ class Pipeline:
                 **base, ok=False, referral="retake", quality=q, timings_ms=timings
             ), None
 
-        hb, cam, box = self.estimate(img.rgb, mask)
+        hb, cam, box = self.estimate(img.rgb, mask, group)
         lap("regression")
-        cal = self.regressor.card.calibration
-        assert cal is not None
+        cal = advice.group_calibration(self.regressor.card, group)
         hb_r = round(hb, 1)  # HemoCue precision; classify what we show
         i80 = (round(hb - cal.q80, 1), round(hb + cal.q80, 1))
         i95 = (round(hb - cal.q95, 1), round(hb + cal.q95, 1))
@@ -193,7 +215,7 @@ class Pipeline:
             referral=advice.referral_for(
                 hb_r,
                 group,
-                advice.referral_margin(cal, base["validated_for_group"]),
+                cal.margin,
                 danger_signs=danger_signs,
             ),
             quality=q,
@@ -204,19 +226,31 @@ class Pipeline:
     def segment(self, rgb: np.ndarray) -> np.ndarray:
         """Probability map of the conjunctiva, reduced to its plausible component."""
         card = self.segmenter.card
-        x = preprocess.segmentation_input(rgb, card.preprocessing)
-        logits = self.segmenter.run(x)["logits"]
-        return preprocess.segmentation_mask(logits, rgb.shape[:2], card.threshold or 0.5)
+        return preprocess.segment_two_pass(
+            lambda x: self.segmenter.run(x)["logits"],
+            rgb,
+            card.preprocessing,
+            card.threshold or 0.5,
+            getattr(card, "refine_margin", None),
+        )
 
     def estimate(
-        self, rgb: np.ndarray, mask: np.ndarray
+        self, rgb: np.ndarray, mask: np.ndarray, group: str | None = None
     ) -> tuple[float, np.ndarray, tuple[int, int, int, int]]:
-        """Hb (g/dL), the heatmap at crop size, and the crop box (y0, y1, x0, x1)."""
+        """Hb (g/dL), the heatmap at crop size, and the crop box (y0, y1, x0, x1). A card with
+        a group input gets the person's population as the second input."""
         box = preprocess.crop_box(mask)
         y0, y1, x0, x1 = box
         crop, crop_mask = rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-        x = preprocess.regression_input(crop, crop_mask, self.regressor.card.preprocessing)
-        out = self.regressor.run(x)
+        card = self.regressor.card
+        x = preprocess.regression_input(crop, crop_mask, card.preprocessing)
+        extra = None
+        if card.group_input is not None:
+            if group is None:
+                raise ValueError("this regression model needs the person's group")
+            gi = card.group_input
+            extra = {gi.name: preprocess.group_input(group, gi.populations, gi.population_of)}
+        out = self.regressor.run(x, extra)
         hb = float(np.asarray(out["hb"]).reshape(-1)[0])
         cam: np.ndarray = np.asarray(out["heatmap"], dtype=np.float32)
         cam = cam.reshape(out["heatmap"].shape[-2:])

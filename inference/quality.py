@@ -628,7 +628,7 @@ def _focus(
         g = _deblock(g, x0 % 8, y0 % 8)
     s = round(min(1.0, FOCUS_LID_LENGTH / max(length, 1.0)), 2)
     if s < 1.0:
-        g = cv2.resize(g, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        g = np.asarray(cv2.resize(g, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), np.float32)
         m = cv2.resize(m, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_NEAREST)
     # Keep 4 px off the frame edge too: the blur's mirrored border has no detail across it.
     on = cv2.erode(m, np.ones((9, 9), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -708,7 +708,7 @@ def _noise_gain(sigma: float, s: float) -> float:
     by sigma), of unit white noise at full resolution: the noise energy to remove."""
     n: np.ndarray = np.random.default_rng(0).normal(0, 1, (384, 384)).astype(np.float32)
     if s < 1.0:
-        n = cv2.resize(n, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        n = np.asarray(cv2.resize(n, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), np.float32)
     gx = cv2.Sobel(_gauss(n, sigma), cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
     return float(np.mean(gx[16:-16, 16:-16] ** 2))
 

@@ -67,6 +67,7 @@ class ScreeningResult(BaseModel):
     quality: Quality | None = None
     error: ErrorInfo | None = None
     heatmap_path: str | None = None
+    mask_path: str | None = None  # `hbscreen screen --masks`: the conjunctiva mask used
     model_versions: dict[str, str] = Field(default_factory=dict)
     timings_ms: dict[str, float] = Field(default_factory=dict)
 

@@ -460,7 +460,11 @@ class BotAPIStandIn:
                 )
             )
             self._maybe_fail(name.lower())
-            fault = self._take_fault(name.lower(), params.values.get("chat_id"))
+            if self.flood is not None:
+                refusal = self.flood.check(name, params.values)
+                if refusal is not None:
+                    raise refusal
+            fault = self._take_fault(name.lower())
             if fault is not None and not fault.reply_lost:
                 if fault.delay_s:
                     await asyncio.sleep(fault.delay_s)
@@ -471,10 +475,6 @@ class BotAPIStandIn:
                     self.fault_log.append((name, f"answered {fault.status}"))
                     raise fault.error()
                 self.fault_log.append((name, f"slow ({fault.delay_s:g} s)"))
-            if self.flood is not None:
-                refusal = self.flood.check(name, params.values)
-                if refusal is not None:
-                    raise refusal
             result = await handler(params)
             if fault is not None and fault.reply_lost:
                 self.fault_log.append((name, "processed, answer lost"))

@@ -13,7 +13,7 @@ from hbscreen.inference.advice import (
     referral_margin,
     who_table,
 )
-from hbscreen.inference.modelcard import Calibration
+from hbscreen.inference.modelcard import Calibration, PopulationCalibration
 
 # (group, anaemia_below, moderate_below, severe_below) from shared/docs/who-anaemia-2024.md
 WHO_2024 = [
@@ -85,6 +85,55 @@ def test_margin_is_the_cards_where_validated_and_never_narrower_than_q80_elsewhe
     assert referral_margin(tuned, validated=True) == 0.8
     assert referral_margin(tuned, validated=False) == 2.3
     assert referral_margin(Calibration(q80=1.5, q95=2.6), validated=True) == 1.5
+
+
+def test_margins_and_intervals_are_per_population():
+    cal = Calibration(
+        q80=2.0,
+        q95=3.0,
+        referral_margin=0.5,
+        per_population={
+            "child": PopulationCalibration(q80=2.3, q95=3.5, referral_margin=0.4, validated=True),
+            "man": PopulationCalibration(q80=1.6, q95=2.4, referral_margin=0.7, validated=True),
+        },
+    )
+    assert referral_margin(cal, True, "child") == 0.4
+    assert referral_margin(cal, True, "man") == 0.7
+    assert referral_margin(cal, False, "man") == 1.6  # unvalidated: never below the 80% half
+    assert referral_margin(cal, True, "woman") == 0.5  # no own calibration: the pooled one
+    assert referral_margin(cal, True, None) == 0.5
+
+
+def test_group_calibration_follows_the_card():
+    from hbscreen.inference.advice import group_calibration
+    from hbscreen.inference.modelcard import GroupInput, ModelCard, Preprocessing, TensorSpec
+
+    cal = Calibration(
+        q80=2.0,
+        q95=3.0,
+        per_population={
+            "woman": PopulationCalibration(q80=1.6, q95=2.5, referral_margin=0.3, validated=True)
+        },
+    )
+    card = ModelCard(
+        name="regression",
+        version="x",
+        task="regression",
+        file="r.onnx",
+        inputs=[TensorSpec(name="crop", shape=[1, 4, 8, 8])],
+        outputs={"hb": "hb", "heatmap": "heatmap"},
+        preprocessing=Preprocessing(size=(8, 8)),
+        calibration=cal,
+        validated_groups=["woman"],
+        group_input=GroupInput(
+            populations=["child", "woman", "man"],
+            population_of={"woman": "woman", "pregnant-1": "woman", "man": "man"},
+        ),
+    )
+    w = group_calibration(card, "woman")
+    assert (w.population, w.validated, w.q80, w.margin) == ("woman", True, 1.6, 0.3)
+    p = group_calibration(card, "pregnant-1")  # screened as a woman, never validated
+    assert (p.population, p.validated, p.q80, p.margin) == ("woman", False, 1.6, 1.6)
 
 
 def test_table_is_the_single_source():

@@ -127,3 +127,20 @@ def test_conformal_quantile_and_coverage() -> None:
     cov, q = cross_conformal_coverage(y, pred, folds, 0.8)
     assert 0.77 < cov < 0.83
     assert q.mean() == pytest.approx(1.2816, abs=0.1)
+
+
+def test_children_join_the_pooled_dataset_as_content_groups(tmp_path: Path) -> None:
+    """CP-AnemiC in the one dataset of children and adults: one item per content group (the
+    same label policy), the WHO group from the child's age, split ids that cannot collide with
+    an Eyes-defy patient."""
+    from hbscreen.training.hbdata import child_group, load_dataset
+
+    root = make_fake_cpanemic(tmp_path / "cp", n=30, duplicates=5)
+    ds = load_dataset(root, None)
+    assert len(ds.items) == 25 and ds.stats["cpanemic"]["groups"] == 25
+    assert {it.population for it in ds.items} == {"child"}
+    assert all(it.group_id.startswith("ghana-") and it.site == "ghana" for it in ds.items)
+    assert {it.who_group for it in ds.items} <= {"child-6-23m", "child-24-59m"}
+    assert child_group(11.0) == "child-6-23m" and child_group(24.0) == "child-24-59m"
+    assert child_group(None) == "child-24-59m"
+    assert ds.mask("child").all() and not ds.mask("adult").any()

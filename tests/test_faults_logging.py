@@ -19,7 +19,7 @@ from hbscreen.bot.app import build_application
 from hbscreen.bot.storage import KeyRing, make_store
 from hbscreen.compose import wire_submitter
 from hbscreen.standin import BotAPIStandIn, serve_polling
-from tests.bot_harness import _fake_process, bot_settings, choose_group, synthetic_photo, tap
+from tests.bot_harness import _fake_process, bot_settings, synthetic_photo, tap
 
 SECRETS = ("Zawadi", "Wanjiku", "zawadi_w", "Amina", "Mensah", "Q-7731")
 
@@ -70,8 +70,9 @@ async def test_debug_logs_keep_token_names_and_typed_text_out(
             await user.send_text("Amina Mensah")  # a name typed as a label
             await user.wait_for_text("looks like a name")
             await user.send_text("Q-7731")
-            await tap(user, "pc:yes")
-            await choose_group(user, "woman")
+            await tap(user, "grp:woman")  # one flat group keyboard in worker mode
+            await tap(user, "danger:no")
+            await user.wait_idle(0.3)
             await user.send_photo(synthetic_photo())
             result = await user.wait_for(lambda m: "Q-7731" in m.content, 30, "the result")
             assert result

@@ -14,8 +14,17 @@ pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from hbscreen.training.export import INPUT_NAME, export_onnx  # noqa: E402
-from hbscreen.training.regressor import HbNet, RegressorConfig, TrainedRegressor  # noqa: E402
+from hbscreen.training.export import (  # noqa: E402
+    GROUP_NAME,
+    INPUT_NAME,
+    export_onnx,
+)
+from hbscreen.training.regressor import (  # noqa: E402
+    HbNet,
+    RegressorConfig,
+    TrainedRegressor,
+    WithFixedGroup,
+)
 
 MODELS = Path(__file__).resolve().parents[1] / "inference" / "models"
 
@@ -26,25 +35,29 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
     return (c - c.min()) / (c.max() - c.min() + 1e-7)
 
 
-def _gradcam(net: HbNet, x: np.ndarray) -> np.ndarray:
+def _gradcam(net: HbNet, x: np.ndarray, g: np.ndarray | None = None) -> np.ndarray:
     for p in net.parameters():
         p.requires_grad_(True)
-    with GradCAM(model=net, target_layers=[net.features]) as cam:
+    model = net if g is None else WithFixedGroup(net, torch.from_numpy(g))
+    with GradCAM(model=model, target_layers=[net.features]) as cam:
         out = cam(input_tensor=torch.from_numpy(x), targets=[ClassifierOutputTarget(0)])
     return out[0]
 
 
-def _onnx_heatmap(path: Path, x: np.ndarray) -> np.ndarray:
+def _onnx_heatmap(path: Path, x: np.ndarray, g: np.ndarray | None = None) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(["heatmap"], {INPUT_NAME: x})[0][0, 0]
+    feed = {INPUT_NAME: x}
+    if g is not None:
+        feed[GROUP_NAME] = g
+    return sess.run(["heatmap"], feed)[0][0, 0]
 
 
-def _random_input(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    x = rng.normal(0, 1, (1, 4, h, w)).astype(np.float32)
+def _random_input(rng: np.random.Generator, h: int, w: int, c: int = 3) -> np.ndarray:
+    x = rng.normal(0, 1, (1, c + 1, h, w)).astype(np.float32)
     yy, xx = np.mgrid[:h, :w]
     mask = (((yy - 0) / (h - 2)) ** 2 + ((xx - w / 2) / (w / 2 - 2)) ** 2 < 1).astype(np.float32)
-    x[0, :3] *= mask
-    x[0, 3] = mask
+    x[0, :c] *= mask
+    x[0, c] = mask
     return x
 
 
@@ -54,8 +67,8 @@ def test_onnx_heatmap_equals_gradcam_random_model(tmp_path: Path) -> None:
     cfg = RegressorConfig(centres=12)
     net = HbNet(rng.normal(0, 1, (12, 3)).astype(np.float32), cfg.sigma)
     with torch.no_grad():
-        net.head.weight.normal_()  # both signs
-        net.head.bias.fill_(0.1)
+        net.head_weight.normal_()  # both signs
+        net.head_bias.fill_(0.1)
     model = TrainedRegressor(net, cfg, y_mean=10.5, y_std=1.8)
     path = tmp_path / "random.onnx"
     export_onnx(model, path)
@@ -67,18 +80,60 @@ def test_onnx_heatmap_equals_gradcam_random_model(tmp_path: Path) -> None:
         assert diff < 1e-4, diff
 
 
-def _torch_from_onnx(path: Path) -> HbNet:
-    """Rebuild the torch model from the shipped graph's weights (centres = W / (2 inv))."""
+def test_onnx_heatmap_equals_gradcam_with_group_input(tmp_path: Path) -> None:
+    """The one model for children and adults: per-population heads selected by the group
+    input, histogram + mean-colour features; Grad-CAM still equals the in-graph CAM."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    cfg = RegressorConfig(
+        centres=10, colour="lab_chroma", identity=True, populations=["child", "woman", "man"]
+    )
+    widths = rng.uniform(0.2, 0.6, (10, 3)).astype(np.float32)  # a domain's own colour scale
+    net = HbNet(rng.normal(0, 1, (10, 3)).astype(np.float32), cfg.sigma, 6, 3, widths)
+    with torch.no_grad():
+        net.head_weight.normal_()
+        net.head_bias.copy_(torch.tensor([-0.5, 0.0, 0.7]))
+    model = TrainedRegressor(net, cfg, y_mean=11.5, y_std=1.9)
+    path = tmp_path / "group.onnx"
+    export_onnx(model, path)
+    for p in cfg.populations:
+        g = model.group_matrix([p], 1)
+        x = _random_input(rng, *cfg.size, c=6)
+        ours = _onnx_heatmap(path, x, g)
+        assert ours.min() < 0 < ours.max()
+        diff = np.abs(_normalise(ours) - _gradcam(net, x, g)).max()
+        assert diff < 1e-4, (p, diff)
+
+
+def _torch_from_onnx(path: Path, features: dict | None = None) -> HbNet:
+    """Rebuild the torch model from the shipped graph's weights (centres = W / (2 inv)); the
+    card's `features` says how many centres and pooled colour channels it has."""
     import onnx
     from onnx import numpy_helper
 
     w = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     inv = float(w["net.features.inv"])
-    centres = w["net.features.proj.weight"][:, :, 0, 0] / (2 * inv)
-    net = HbNet(centres, sigma=float(np.sqrt(1 / (2 * inv))))
+    features = features or {}
+    proj = w["net.features.proj.weight"][:, :, 0, 0]
+    n_centres = int(features.get("centres", proj.shape[0]))
+    widths = None
+    if "net.features.quad.weight" in w:  # per-centre, per-channel widths
+        iv = -w["net.features.quad.weight"][:, :, 0, 0]
+        centres = proj[:n_centres] / (2 * iv)
+        widths = np.sqrt(1 / (2 * iv))
+    else:
+        centres = proj[:n_centres] / (2 * inv)
+    head_w = w["net.head_weight"]
+    net = HbNet(
+        centres,
+        sigma=float(np.sqrt(1 / (2 * inv))),
+        identity_channels=int(features.get("identity_channels", 0)),
+        populations=head_w.shape[0],
+        widths=widths,
+    )
     with torch.no_grad():
-        net.head.weight.copy_(torch.from_numpy(w["net.head.weight"]))
-        net.head.bias.copy_(torch.from_numpy(w["net.head.bias"]))
+        net.head_weight.copy_(torch.from_numpy(head_w))
+        net.head_bias.copy_(torch.from_numpy(w["net.head_bias"]))
     return net
 
 
@@ -93,8 +148,14 @@ def test_shipped_model_heatmap_equals_gradcam() -> None:
     card = load_card("regression", MODELS)
     rgba = fake_cutout(np.random.default_rng(2), 9.5)
     x = regression_input(rgba[..., :3], rgba[..., 3] / 255.0, card.preprocessing)
-    ours = _onnx_heatmap(MODELS / card.file, x)
-    assert ours.shape == tuple(card.preprocessing.size)
-    net = _torch_from_onnx(MODELS / card.file)
-    diff = np.abs(_normalise(ours) - _gradcam(net, x)).max()
-    assert diff < 1e-4, diff
+    net = _torch_from_onnx(MODELS / card.file, card.model_extra.get("features"))
+    pops = card.group_input.populations if card.group_input else [None]
+    for p in pops:
+        g = None
+        if p is not None:
+            g = np.zeros((1, len(pops)), np.float32)
+            g[0, pops.index(p)] = 1.0
+        ours = _onnx_heatmap(MODELS / card.file, x, g)
+        assert ours.shape == tuple(card.preprocessing.size)
+        diff = np.abs(_normalise(ours) - _gradcam(net, x, g)).max()
+        assert diff < 1e-4, (p, diff)

@@ -63,7 +63,7 @@ def test_learns_the_colour_signal_and_exports(data, tmp_path: Path) -> None:
     assert hb.shape in ((1,), (1, 1))
     assert cam.shape == (1, 1, *model.cfg.size)
     # the heatmap is the prediction spread over pixels: mean(cam) = hb - y_mean - bias * y_std
-    bias = model.net.head.bias.item()
+    bias = model.net.head_bias.item()
     assert cam.mean() == pytest.approx(hb.item() - model.y_mean - bias * model.y_std, abs=1e-4)
     assert cam.min() < 0 < cam.max() or abs(cam).max() < 1e-6  # signed map
 
@@ -105,3 +105,77 @@ def test_training_is_deterministic(data) -> None:
     a, x, _ = _fit(data)
     b, _, _ = _fit(data)
     assert np.array_equal(a.predict(x), b.predict(x))
+
+
+def _fit_groups(data, **kw):
+    """A two-population model (the product's child / adult split on fake data)."""
+    rgbas, hb = data
+    pops = ["child" if i % 2 else "man" for i in range(len(hb))]
+    y = np.asarray(hb) + np.array([0.0 if p == "child" else 2.0 for p in pops])
+    cfg = RegressorConfig(
+        centres=16, populations=["child", "man"], heads=[0, 1], identity=True, **kw
+    )
+    raw = build_inputs(rgbas, cfg)
+    cfg.mean, cfg.std = masked_colour_stats(raw)
+    x = build_inputs(rgbas, cfg)
+    return train_regressor(x, y, cfg, seed=0, pops=pops), x, y, pops
+
+
+def test_group_input_moves_the_prior_and_exports(data, tmp_path: Path) -> None:
+    from hbscreen.training.export import GROUP_NAME
+
+    model, x, y, pops = _fit_groups(data, colour="lab_chroma")
+    assert x.shape[1] == 7  # CIELAB + three redness ratios + mask
+    pred = model.predict(x, pops)
+    assert np.abs(pred - y).mean() < 1.0
+    # same picture, other population: the estimate starts from that population's level
+    as_man = model.predict(x, ["man"] * len(x))
+    as_child = model.predict(x, ["child"] * len(x))
+    assert (as_man - as_child).mean() > 1.0
+    path = tmp_path / "g.onnx"
+    export_onnx(model, path)
+    assert check_onnx(model, path, x[:6]) < 1e-4
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [INPUT_NAME, GROUP_NAME]
+    g = model.group_matrix(["man"], 1)
+    hb, cam = sess.run(["hb", "heatmap"], {INPUT_NAME: x[:1], GROUP_NAME: g})
+    offset = model.net.head_bias[1].item()
+    assert cam.mean() == pytest.approx(hb.item() - model.y_mean - offset * model.y_std, abs=1e-4)
+
+
+def test_mean_colour_only_model(data) -> None:
+    model = _fit_groups(data, colour="lab_chroma")[0]
+    assert model.net.features.out_channels == 16 + 6
+    rgbas, hb = data
+    cfg = RegressorConfig(centres=0, identity=True, colour="lab_chroma")
+    raw = build_inputs(rgbas, cfg)
+    cfg.mean, cfg.std = masked_colour_stats(raw)
+    xs = build_inputs(rgbas, cfg)
+    m = train_regressor(xs, hb, cfg, seed=0)
+    assert m.net.features.out_channels == 6
+    assert np.corrcoef(m.predict(xs), hb)[0, 1] > 0.8
+
+
+def test_redness_ratios_ignore_exposure(data) -> None:
+    rgb, mask = cutout_crop(data[0][0])
+    pre = RegressorConfig(colour="lab_chroma").preprocessing()
+    darker = (rgb.astype(np.float32) * 0.8).astype(np.uint8)
+    a, b = regression_input(rgb, mask, pre), regression_input(darker, mask, pre)
+    m = a[0, -1] > 0.5
+    # log(R/G) and R/(R+G+B) barely move with exposure; L* does
+    assert np.abs(a[0, 4][m] - b[0, 4][m]).mean() < 0.03
+    assert np.abs(a[0, 5][m] - b[0, 5][m]).mean() < 0.01
+    assert np.abs(a[0, 0][m] - b[0, 0][m]).mean() > 3
+
+
+def test_domain_features_give_each_domain_its_own_colour_scale(data, tmp_path: Path) -> None:
+    model, x, y, pops = _fit_groups(data, colour="lab_chroma", domain_features=True)
+    f = model.net.features
+    assert f.n_centres == 32 and f.quad is not None  # 16 centres per domain
+    w = model.net.head_weight.detach().numpy()
+    # each population's head uses only its own domain's centres (+ the pooled channels)
+    assert np.abs(w[0, 16:32]).max() == 0 and np.abs(w[1, :16]).max() == 0
+    assert np.abs(model.predict(x, pops) - y).mean() < 1.0
+    path = tmp_path / "d.onnx"
+    export_onnx(model, path)
+    assert check_onnx(model, path, x[:6]) < 1e-4

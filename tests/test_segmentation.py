@@ -86,7 +86,10 @@ def test_shipped_model_finds_the_conjunctiva_in_the_example():
     _, truth = render_example("eyelid")  # the same seed re-renders the example's mask
     truth = truth > 0.5
     iou = (pred & truth).sum() / (pred | truth).sum()
-    assert iou > 0.7, f"IoU {iou:.3f}"
+    # The renderer's mask is the whole everted conjunctiva; since 1.1.0 the model follows the
+    # Eyes-defy experts, who mark the palpebral band only (the fold above it excluded), so it
+    # marks less of a rendering than the renderer's mask holds (held-out renderings IoU 0.62).
+    assert iou > 0.65, f"IoU {iou:.3f}"
 
 
 # ---- annotated photos (Eyes-defy-anemia layout) ---------------------------------------------
@@ -140,3 +143,146 @@ def test_annotated_photos_missing_row_is_named(tmp_path):
     _write_sheet(tmp_path / "sheet.xlsx", [(1, "12,0")])
     with pytest.raises(AnnotatedPhotoError, match="no row for subject '3'"):
         load_annotated_photos(tmp_path)
+
+
+# ---- the shared working-copy layout (photos.csv + photos/, 8-bit masks) ----------------------
+
+
+def _write_shared_layout(root: Path, n: int = 3) -> None:
+    (root / "photos").mkdir(parents=True)
+    rows = ["image,mask,patient,hb_g_dl,sex,age_years"]
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        photo = rng.integers(60, 200, (80, 60, 3), dtype=np.uint8)
+        mask = np.zeros((80, 60), np.uint8)
+        mask[40 + i : 50 + i, 10:50] = 255
+        cv2.imwrite(str(root / "photos" / f"p{i}.jpg"), photo)
+        cv2.imwrite(str(root / "photos" / f"p{i}_palpebral.png"), mask)
+        rows.append(f"p{i}.jpg,p{i}_palpebral.png,{10 + i},{9.5 + i},F,30")
+    (root / "photos.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_shared_layout_loader_groups_by_patient(tmp_path):
+    _write_shared_layout(tmp_path)
+    items = load_annotated_photos(tmp_path)
+    assert [(i.subject, i.hb) for i in items] == [("10", 9.5), ("11", 10.5), ("12", 11.5)]
+    rgb, mask = items[1].load()
+    assert rgb.shape == (80, 60, 3) and mask.dtype == np.float32
+    assert mask[45, 30] == 1.0 and mask[5, 5] == 0.0 and mask.sum() == 10 * 40
+
+
+def test_shared_layout_missing_file_is_named(tmp_path):
+    _write_shared_layout(tmp_path)
+    (tmp_path / "photos" / "p1_palpebral.png").unlink()
+    with pytest.raises(AnnotatedPhotoError, match=r"line 3: p1_palpebral\.png not found"):
+        load_annotated_photos(tmp_path)
+
+
+def test_cv_folds_are_disjoint_by_patient():
+    from hbscreen.training.segmentation import cv_folds
+
+    patients = [str(i) for i in range(65)] + ["3", "7"]  # a patient with two photos
+    folds = cv_folds(patients, 5, seed=0)
+    flat = [p for f in folds for p in f]
+    assert sorted(flat) == sorted(set(patients)) and len(flat) == len(set(flat))
+    assert {len(f) for f in folds} == {13}
+    assert folds == cv_folds(patients, 5, seed=0)
+
+
+def test_augmentation_reframes_and_keeps_the_mask_aligned(monkeypatch):
+    from hbscreen.training import seg_augment
+    from hbscreen.training.seg_augment import RealPhoto, augment
+
+    monkeypatch.setattr(seg_augment, "PALLOR_P", 0.0)  # pallor removes the red on purpose
+
+    # a flat red band on grey: after any warp and re-lighting the mask must still sit on red
+    rgb = np.full((1000, 750, 3), 110, np.uint8)
+    mask = np.zeros((1000, 750), np.float32)
+    mask[560:620, 150:600] = 1
+    rgb[mask > 0] = (200, 40, 50)
+    photo = RealPhoto.build("1", rgb, mask)
+    rng = np.random.default_rng(1)
+    fills = []
+    for _ in range(40):
+        img, m = augment(rng, photo, 96)
+        assert img.shape == (96, 96, 3) and m.shape == (96, 96) and m.dtype == np.uint8
+        inside = m > 200
+        if inside.sum() < 20:
+            continue
+        fills.append(inside.mean())
+        red = img[..., 0].astype(int) - img[..., 1]
+        assert np.median(red[inside]) > np.median(red[m == 0]) + 30
+    assert min(fills) < 0.04 and max(fills) > 0.15  # zoomed out and close-ups both occur
+
+
+def test_warm_start_reproduces_the_served_graph():
+    pytest.importorskip("torch")
+    import torch
+
+    from hbscreen.training.seg_augment import warm_start
+    from hbscreen.training.segmentation import INIT_RENDERINGS, build_model
+
+    model = build_model()
+    assert warm_start(model, INIT_RENDERINGS) == 56
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    served = _session(INIT_RENDERINGS)
+    ref = served.run(None, {served.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+    # int8 graph vs its dequantised weights in float: activations are not rounded in torch
+    assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.98
+
+
+# ---- real photos (runs whenever ../shared/data/eyes-defy-anemia exists) ----------------------
+
+EYES_DEFY = ROOT.parent / "shared" / "data" / "eyes-defy-anemia"
+
+
+@pytest.mark.skipif(not (EYES_DEFY / "photos.csv").is_file(), reason="no Eyes-defy photos here")
+def test_shipped_model_on_real_photos_regression_check():
+    """A regression check, not validation: the shipped model was trained on these photos (its
+    validation is the patient-grouped CV in its card). Guards against a model or
+    post-processing change that breaks segmentation of real photos."""
+    from hbscreen.training.segmentation import evaluate_photos, load_real_photos
+
+    card = load_card("segmentation")
+    records = evaluate_photos(
+        MODELS_DIR / card.file, card.preprocessing, load_real_photos(EYES_DEFY), card.threshold
+    )
+    ious = np.array([r["iou"] for r in records])
+    assert len(records) == 65
+    assert ious.mean() >= REAL_PHOTO_IOU_FLOOR, f"mean IoU {ious.mean():.3f}"
+    assert (ious < 0.3).sum() <= 3, sorted(ious)[:5]
+
+
+REAL_PHOTO_IOU_FLOOR = 0.62  # shipped 1.1.0: 0.667 (it has seen these photos)
+
+
+@pytest.mark.train
+def test_train_with_cv_carries_the_patient_cv_into_the_card(tmp_path):
+    pytest.importorskip("torch")
+    from hbscreen.training.segmentation import card_section_md, train_with_cv
+
+    photos = tmp_path / "photos_root"
+    _write_shared_layout(photos, n=5)
+    kw = dict(steps=2, size=64, batch=4, n_train=4, n_eval=1, quantise=False, workers=1)
+    train_with_cv(None, tmp_path / "out", photos=photos, progress=False, real_per_batch=2, **kw)
+    card = load_card("segmentation", tmp_path / "out")
+    cv = card.metrics["real_photos_cv"]
+    assert [f["n_photos"] for f in cv["folds"]] == [1, 1, 1, 1, 1] and cv["n_photos"] == 5
+    assert card.training_data["real_annotated_photos"] == 5
+    assert any("Eyes-defy" in c for c in card.citation)
+    md = "\n".join(card_section_md(card.model_dump(mode="json")))
+    assert "| **all** | 5 |" in md and "CC BY 4.0" in md
+
+
+def test_pallor_makes_the_conjunctiva_pale():
+    from hbscreen.training.seg_augment import _pallor
+
+    img = np.full((64, 64, 3), (200, 60, 70), np.uint8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[24:40, 8:56] = 1
+    out = _pallor(np.random.default_rng(0), img, mask).astype(int)
+    assert out[32, 32, 0] - out[32, 32, 1] < 0.6 * (200 - 60)  # less red inside
+    assert (out[2, 2] == img[2, 2]).all()  # untouched far away

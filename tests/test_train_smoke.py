@@ -18,52 +18,81 @@ from hbscreen.training.regressor import build_inputs  # noqa: E402
 from hbscreen.training.train import train_regression  # noqa: E402
 
 from .test_cpanemic import make_fake_cpanemic  # noqa: E402
+from .test_eyes_defy import make_fake_eyes  # noqa: E402
 from .tiny_models import build_tiny_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("smoke")
     data = make_fake_cpanemic(tmp / "cp", n=40, duplicates=4)
+    eyes = make_fake_eyes(tmp / "eyes", n=30)
     models = build_tiny_models(tmp / "models")  # segmentation stand-in; regression replaced
-    train_regression(data, models, seed=0, quick=True)
-    return data, models
+    train_regression(data, models, seed=0, quick=True, eyes_root=eyes, segmentation_dir=models)
+    return data, eyes, models
 
 
 def test_smoke_training_writes_a_valid_model(trained) -> None:
-    _, models = trained
+    _, _, models = trained
     card = load_card("regression", models)
     assert card.task == "regression" and card.outputs == {"hb": "hb", "heatmap": "heatmap"}
-    assert card.calibration is not None and 0 < card.calibration.q80 < card.calibration.q95
-    assert card.validated_groups == ["child-6-23m", "child-24-59m"]
-    assert len(card.citation) == 2 and "CC BY 4.0" in card.licence
-    op = card.model_dump()["operating_point"]
-    assert card.calibration.referral_margin == op["margin_g_dl"] >= 0
-    assert set(op["nested_cv"]) >= {"sensitivity", "specificity", "referred_share", "margins"}
+    cal = card.calibration
+    assert cal is not None and 0 < cal.q80 < cal.q95
+    # one model for children and adults: the population is the second input
+    assert [i.name for i in card.inputs] == ["crop", "group"]
+    assert card.group_input is not None
+    assert card.group_input.populations == ["child", "woman", "man"]
+    assert card.population_for("pregnant-2") == "woman"
+    # Mondrian calibration and a margin per population; validated_groups follows it
+    assert set(cal.per_population) == {"child", "woman", "man"}
+    for p, pc in cal.per_population.items():
+        assert 0 < pc.q80 < pc.q95 and pc.referral_margin is not None, p
+    validated = {p for p, pc in cal.per_population.items() if pc.validated}
+    from hbscreen.training.evaluate import VALIDATED_GROUPS_OF
+
+    assert card.validated_groups == [g for p in validated for g in VALIDATED_GROUPS_OF[p]]
+    assert not any(g.startswith("pregnant") for g in card.validated_groups)
+    assert len(card.citation) == 4 and "CC BY 4.0" in card.licence
     assert "group" in card.metrics["split"]
-    assert (models / "MODEL_CARD.md").read_text().count("Ghana") >= 1
+    assert set(card.metrics["validation"]) == {"child", "woman", "man"}
+    text = (models / "MODEL_CARD.md").read_text()
+    assert "Ghana" in text and "Pregnancy" in text
 
 
 def test_screen_cutout_equals_evaluation_path(trained) -> None:
-    data, models = trained
+    data, eyes, models = trained
     card = load_card("regression", models)
     pipe = Pipeline(models)
     from hbscreen.training.cpanemic import load_cpanemic
+    from hbscreen.training.eyes_defy import load_cutouts
 
-    samples = load_cpanemic(data)[:5]
-    x = build_inputs([s.rgba for s in samples], _cfg_from_card(card))
-    ours = onnx_predict(models / card.file, x)
-    for s, expected in zip(samples, ours, strict=True):
-        result, jpeg = pipe.screen(s.path.read_bytes(), "child-24-59m", cutout=True)
+    cases = [(s.path, s.rgba, "child-24-59m", "child") for s in load_cpanemic(data)[:3]]
+    cases += [(s.path, s.rgba, s.population, s.population) for s in load_cutouts(eyes)[:4]]
+    cfg = _cfg_from_card(card)
+    for path, rgba, group, pop in cases:
+        x = build_inputs([rgba], cfg)
+        g = np.zeros((1, 3), np.float32)
+        g[0, card.group_input.populations.index(pop)] = 1
+        expected = onnx_predict(models / card.file, x, group=g)[0]
+        result, jpeg = pipe.screen(path.read_bytes(), group, cutout=True)
         assert result.ok, result.error
         assert result.hb_g_dl == pytest.approx(round(expected, 1), abs=1e-6)
+        pc = card.calibration.for_population(pop)
+        assert result.interval_80 == (round(expected - pc.q80, 1), round(expected + pc.q80, 1))
         assert jpeg is not None
         from hbscreen.inference import intake
 
-        img = intake.decode_image(s.path.read_bytes(), keep_alpha=True, min_side=24)
-        hb, _cam, _ = pipe.estimate(img.rgb, img.alpha.astype(np.float32) / 255.0)
+        img = intake.decode_image(path.read_bytes(), keep_alpha=True, min_side=24)
+        hb, _cam, _ = pipe.estimate(img.rgb, img.alpha.astype(np.float32) / 255.0, group)
         assert hb == pytest.approx(expected, abs=1e-4)
+
+
+def test_training_is_deterministic(trained, tmp_path: Path) -> None:
+    data, eyes, models = trained
+    again = build_tiny_models(tmp_path / "models")
+    train_regression(data, again, seed=0, quick=True, eyes_root=eyes, segmentation_dir=again)
+    assert (again / "regression.onnx").read_bytes() == (models / "regression.onnx").read_bytes()
 
 
 def _cfg_from_card(card):
@@ -75,6 +104,7 @@ def _cfg_from_card(card):
         colour=pre.colour,
         lightness_norm=bool(getattr(pre, "lightness_norm", False)),
         glare_exclude=bool(getattr(pre, "glare_exclude", False)),
+        dark_exclude=getattr(pre, "dark_exclude", None),
         mean=list(pre.mean),
         std=list(pre.std),
     )
@@ -103,8 +133,8 @@ def test_cli_parsers_register() -> None:
     sub = p.add_subparsers()
     add_train_parser(sub)
     add_evaluate_parser(sub)
-    a = p.parse_args(["train", "--data", "x", "--quick", "--seed", "3"])
-    assert a.quick and a.seed == 3 and a.func.__name__ == "run_train"
+    a = p.parse_args(["train", "--data", "x", "--eyes", "e", "--quick", "--seed", "3"])
+    assert a.quick and a.seed == 3 and a.func.__name__ == "run_train" and str(a.eyes) == "e"
     b = p.parse_args(["evaluate", "--out", "r"])
     assert str(b.out) == "r" and b.func.__name__ == "run_evaluate"
 
@@ -128,7 +158,11 @@ def test_shipped_model_screen_cutout_equals_evaluation_on_real_cutouts() -> None
     pipe = Pipeline(SHIPPED)
     samples = load_cpanemic(REAL_DATA)[::150]
     x = build_inputs([s.rgba for s in samples], _cfg_from_card(card))
-    ours = onnx_predict(SHIPPED / card.file, x)
+    g = None
+    if card.group_input is not None:
+        g = np.zeros((len(samples), len(card.group_input.populations)), np.float32)
+        g[:, card.group_input.populations.index("child")] = 1
+    ours = onnx_predict(SHIPPED / card.file, x, group=g)
     for s, expected in zip(samples, ours, strict=True):
         result, _ = pipe.screen(s.path.read_bytes(), "child-24-59m", cutout=True)
         assert result.ok, result.error

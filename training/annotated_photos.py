@@ -1,6 +1,12 @@
-"""Loader for real annotated eye photos in the Eyes-defy-anemia layout.
+"""Loader for real annotated eye photos in the Eyes-defy-anemia layouts.
 
-Layout (as distributed; one or more country folders are fine):
+Shared working-copy layout (../shared/data/eyes-defy-anemia; read first when present):
+
+    ROOT/photos.csv       # columns image, mask, patient, hb_g_dl, sex, age_years
+    ROOT/photos/<image>   # full eye photo (JPEG)
+    ROOT/photos/<mask>    # 8-bit mask, 255 = palpebral conjunctiva, same size as the photo
+
+Original distribution layout (one or more country folders are fine):
 
     ROOT/<Country>/<subject>/<name>.jpg                # the photo
     ROOT/<Country>/<subject>/<name>_palpebral.png      # RGBA: palpebral conjunctiva opaque
@@ -47,9 +53,9 @@ class AnnotatedPhoto:
             raise AnnotatedPhotoError(f"cannot decode mask {self.mask_path}")
         if m.ndim == 3 and m.shape[2] == 4:
             mask = m[..., 3].astype(np.float32) / 255.0
-        else:  # no alpha: the region is the non-black pixels
+        else:  # 8-bit (255 = conjunctiva) or no alpha: the bright pixels are the region
             grey = m if m.ndim == 2 else m.max(axis=2)
-            mask = (grey > 0).astype(np.float32)
+            mask = (grey > 127).astype(np.float32)
         if mask.shape != rgb.shape[:2]:
             raise AnnotatedPhotoError(
                 f"mask {self.mask_path.name} is {mask.shape[1]}x{mask.shape[0]} but photo "
@@ -108,6 +114,40 @@ def read_hb_sheet(path: Path) -> dict[str, float | None]:
     return out
 
 
+def load_photo_table(root: Path) -> list[AnnotatedPhoto]:
+    """Every (photo, mask, Hb) of the shared layout: ROOT/photos.csv + ROOT/photos/.
+
+    The subject (grouping unit for splits) is the csv's `patient` column, so that two photos of
+    one patient can never fall on both sides of a split. Raises AnnotatedPhotoError naming the
+    row when a file is missing or a column is absent.
+    """
+    import csv
+
+    root = Path(root)
+    table = root / "photos.csv"
+    with table.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    need = {"image", "mask", "patient"}
+    if not rows or not need <= set(rows[0]):
+        raise AnnotatedPhotoError(f"{table}: need columns {sorted(need)}")
+    folder = root / "photos"
+    items: list[AnnotatedPhoto] = []
+    problems: list[str] = []
+    for k, r in enumerate(rows, start=2):
+        photo, mask = folder / r["image"], folder / r["mask"]
+        for p in (photo, mask):
+            if not p.is_file():
+                problems.append(f"{table.name} line {k}: {p.name} not found in {folder}")
+        items.append(
+            AnnotatedPhoto(str(r["patient"]).strip(), photo, mask, _number(r.get("hb_g_dl")))
+        )
+    if problems:
+        raise AnnotatedPhotoError(
+            f"{len(problems)} problem(s) in {root}:\n  " + "\n  ".join(problems[:20])
+        )
+    return items
+
+
 def _subject_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -121,6 +161,8 @@ def load_annotated_photos(root: Path, *, require_hb: bool = True) -> list[Annota
     root = Path(root)
     if not root.is_dir():
         raise AnnotatedPhotoError(f"{root} is not a folder")
+    if (root / "photos.csv").is_file():
+        return load_photo_table(root)
     # country folders hold their own sheet; otherwise the root is the country folder
     countries = [d for d in _subject_dirs(root) if list(d.glob("*.xlsx"))] or [root]
     items: list[AnnotatedPhoto] = []

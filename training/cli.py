@@ -21,6 +21,17 @@ def default_data() -> Path:
     return Path(env) if env else Path("..") / "shared" / "data" / "cp-anemic"
 
 
+def default_eyes() -> Path | None:
+    """HBSCREEN_EYES_DATA, else ../shared/data/eyes-defy-anemia (relative to the current
+    folder) if it exists: the adults' cut-outs for the regressor and the real photos with
+    expert masks for the segmentation."""
+    env = os.environ.get("HBSCREEN_EYES_DATA")
+    if env:
+        return Path(env)
+    p = Path("..") / "shared" / "data" / "eyes-defy-anemia"
+    return p if p.is_dir() else None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -28,6 +39,16 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="CP-AnemiC folder as distributed (default: $HBSCREEN_DATA or "
         "../shared/data/cp-anemic)",
+    )
+    p.add_argument(
+        "--eyes",
+        type=Path,
+        default=None,
+        help="Eyes-defy-anemia folder with cutouts.csv (and photos.csv) for the adults "
+        "(default: $HBSCREEN_EYES_DATA or ../shared/data/eyes-defy-anemia when present)",
+    )
+    p.add_argument(
+        "--no-eyes", action="store_true", help="children only (CP-AnemiC), as in version 1"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for splits and models (default 0)")
     p.add_argument(
@@ -47,6 +68,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="output folder")
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     p.add_argument("--skip-segmentation", action="store_true", help="train the Hb regressor only")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        default=default_eyes(),
+        help="real eye photos with expert masks for the segmentation (Eyes-defy-anemia layout; "
+        "default: ../shared/data/eyes-defy-anemia when present; 'none' for renderings only)",
+    )
     p.set_defaults(func=run_train)
 
 
@@ -60,6 +88,12 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--out", type=Path, default=Path("reports"), help="report folder")
     p.add_argument("--quick", action="store_true", help="main table only, one colour variant")
+    p.add_argument(
+        "--previous-models",
+        type=Path,
+        default=None,
+        help="folder with a previously shipped regression.{onnx,json} to score on the adults",
+    )
     p.set_defaults(func=run_evaluate)
 
 
@@ -74,6 +108,18 @@ def _setup(args: argparse.Namespace) -> Path:
             "(download CP-AnemiC from Mendeley Data, doi 10.17632/m53vz6b7fx.1)"
         )
     return data
+
+
+def _eyes(args: argparse.Namespace) -> Path | None:
+    if getattr(args, "no_eyes", False):
+        return None
+    eyes = args.eyes or default_eyes()
+    if eyes is not None and not (eyes / "cutouts.csv").is_file():
+        raise SystemExit(
+            f"hbscreen: {eyes} has no cutouts.csv; pass --eyes PATH to an Eyes-defy-anemia "
+            "folder (cutouts/ + cutouts.csv) or --no-eyes"
+        )
+    return eyes
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -96,12 +142,26 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             quick=args.quick,
             skip_segmentation=args.skip_segmentation,
+            photos=None if str(args.photos).lower() == "none" else args.photos,
+            eyes_root=_eyes(args),
         )
     except DatasetError as e:
         print(f"hbscreen train: {e}", file=sys.stderr)
         return 2
     card = res["regression"]["card"]
-    print(json.dumps({"regression_cv": card["metrics"]["cv"], "total_wall_s": res["total_wall_s"]}))
+    cv = {
+        p: {k: f.get(k) for k in ("n", "mae", "pearson_r", "auc", "bias", "coverage_80")}
+        for p, f in card["metrics"]["cv_per_population"].items()
+    }
+    print(
+        json.dumps(
+            {
+                "regression_cv": cv,
+                "validated_groups": card["validated_groups"],
+                "total_wall_s": res["total_wall_s"],
+            }
+        )
+    )
     print(f"wrote {args.out}/regression.onnx, regression.json, MODEL_CARD.md")
     return 0
 
@@ -120,12 +180,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        ev = cross_validate(data, seed=args.seed, quick=args.quick, progress=say)
+        ev = cross_validate(
+            data,
+            _eyes(args),
+            seed=args.seed,
+            quick=args.quick,
+            previous_models=args.previous_models,
+            progress=say,
+        )
     except DatasetError as e:
         print(f"hbscreen evaluate: {e}", file=sys.stderr)
         return 2
     bar.close()
     cmd = "hbscreen evaluate" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    if args.previous_models:
+        cmd += " --previous-models DIR (the version-1 regression model)"
     path = write_report(ev, args.out, cmd)
     print(f"wrote {path}")
     return 0

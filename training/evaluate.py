@@ -1,8 +1,16 @@
-"""`hbscreen evaluate`: cross-validated evaluation of the Hb regressor against the colour
-baseline on the same content-group folds, written as Markdown + PNG figures.
+"""`hbscreen evaluate`: cross-validated evaluation of the one Hb model for children and adults.
 
-Also the numbers `hbscreen train` stores in the model card (conformal half-widths from the
-out-of-fold residuals, the referral operating point, the CV metrics).
+Data: CP-AnemiC (children, Ghana; content groups) + Eyes-defy-anemia (adults, India and Italy;
+patients), and optionally the Indian full photos pushed through the served segmentation as
+extra training items of the same patients. 5-fold CV by group; every number out of fold;
+model selection, ridge penalties and referral margins nested inside each outer fold.
+
+Per population (children Ghana, adult women, adult men, adults pooled, India, Italy): MAE, r
+with a bootstrap CI, AUC for the group's WHO cut-off, bias, Bland-Altman limits, Mondrian
+(population-conditional) cross-conformal coverage, and sensitivity / specificity at the shipped
+operating point. Also: leave-one-site-out with and without the colour normalisations, the
+learning curve on the adult data, the previous model on the same folds, the colour baseline,
+the Kato 2024 lower-half attention analysis, cheap-phone robustness and label noise.
 """
 
 from __future__ import annotations
@@ -11,44 +19,29 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .cpanemic import Sample, load_cpanemic
 from .crossval import (
     CANDIDATES,
+    PREVIOUS,
     QUICK_CANDIDATES,
     CVResult,
     InputCache,
+    Task,
     baseline_features,
     cv_baseline,
+    cv_fixed,
     cv_regressor,
     degraded_inputs,
-    fit_config,
     onnx_predict,
 )
-from .folds import (
-    MAX_GROUP_SPREAD,
-    Item,
-    apply_label_policy,
-    assert_group_disjoint,
-    conformal_quantile,
-    file_kfold,
-    group_kfold,
-    near_duplicate_groups,
-)
-from .metrics import (
-    TARGET_SENSITIVITY,
-    agreement,
-    interval_report,
-    referral_margin,
-    referral_operating_point,
-    roc_points,
-    specificity_at_sensitivity,
-)
+from .folds import assert_group_disjoint, conformal_quantile, group_kfold
+from .hbdata import POPULATIONS, REPORT_POPULATIONS, SITES, Dataset, load_dataset
+from .metrics import TARGET_SENSITIVITY, agreement, population_agreement
 
 N_SPLITS = 5
 PUBLISHED = {  # Kato et al., Br J Haematol 2024 (doi 10.1111/bjh.19621), file-level numbers
@@ -57,6 +50,30 @@ PUBLISHED = {  # Kato et al., Br J Haematol 2024 (doi 10.1111/bjh.19621), file-l
     "sensitivity": 0.20,
     "specificity": 0.99,
 }
+# Issue 3's shipped model (children only), its own 5-fold content-group CV on CP-AnemiC
+# (inference/models/regression.json of version 1.0.0, reports/ of that commit).
+PREVIOUS_SHIPPED_CHILDREN = {"mae": 1.4688, "pearson_r": 0.4151, "auc_hb_lt_11": 0.8128}
+# Validation targets of issue 11 (fixed before the evaluation): a population is validated only
+# when every one of its figures holds.
+# Children: "no worse than the shipped model". Its 1.47 / 0.81 came from its own folds; the
+# fold partition alone moves these figures by ~0.04 (the same recipe on this evaluation's
+# folds), so the check is against the previous recipe (children only, no group input)
+# refitted on THESE folds, as non-inferiority: MAE at most NONINF_MAE worse (half the 0.1
+# g/dL precision an estimate is shown with) and AUC at most NONINF_AUC lower. Fixed before
+# the final run; the strict and the absolute comparisons are reported beside it.
+TARGETS: dict[str, dict[str, Any]] = {
+    "child": {"mae_max": 1.47, "auc_min": 0.81, "auc_key": "auc_hb_lt_11", "vs_previous": True},
+    "woman": {"mae_max": 1.25, "auc_min": 0.85, "auc_key": "auc", "bias_max": 0.3, "r_min": 0.6},
+    "man": {"mae_max": 1.25, "auc_min": 0.85, "auc_key": "auc", "bias_max": 0.3, "r_min": 0.6},
+}
+COVERAGE_80 = (0.77, 0.83)
+NONINF_MAE = 0.05
+NONINF_AUC = 0.02
+VALIDATED_GROUPS_OF = {
+    "child": ["child-6-23m", "child-24-59m"],
+    "woman": ["woman"],
+    "man": ["man"],
+}
 Progress = Callable[[str], None]
 
 
@@ -64,311 +81,455 @@ Progress = Callable[[str], None]
 class Evaluation:
     """Everything the report and the model card need."""
 
-    items: list[Item]
-    y: np.ndarray
-    groups: list[str]
+    data: Dataset
+    task: Task
     folds: list[np.ndarray]
     reg: CVResult
     base: CVResult
-    policy_stats: dict[str, int]
     seed: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def residuals(self) -> np.ndarray:
-        return np.abs(self.y - self.reg.pred)
+    def y(self) -> np.ndarray:
+        return self.task.y
 
-    def calibration(self) -> dict[str, float]:
-        """Split-conformal half-widths from all out-of-fold residuals (what ships)."""
-        r = self.residuals
-        return {
-            "q80": round(conformal_quantile(r, 0.8), 3),
-            "q95": round(conformal_quantile(r, 0.95), 3),
-            "n_calibration": int(r.size),
-        }
-
-    def operating_points(self) -> dict[str, Any]:
-        """The shipped referral rule (estimate below cut-off + margin) out of fold. Regressor:
-        each fold's margin from its model's inner out-of-fold predictions (nested). Baseline:
-        each fold's margin from the other folds' out-of-fold predictions (cross-fit)."""
-        assert self.reg.margin is not None
-        base_margin = np.zeros(len(self.y))
+    def population_q(self, level: float, pred: np.ndarray | None = None) -> np.ndarray:
+        """Mondrian cross-conformal half-width per item: from the residuals of the OTHER folds'
+        scored items of the item's own population."""
+        pred = self.reg.pred if pred is None else pred
+        res = np.abs(self.y - pred)
+        pops = np.array(self.task.pops)
+        q = np.zeros(len(res))
         for test in self.folds:
-            others = np.setdiff1d(np.arange(len(self.y)), test)
-            base_margin[test] = referral_margin(self.y[others], self.base.pred[others])
+            others = np.setdiff1d(np.arange(len(res)), test)
+            others = others[self.task.scored[others]]
+            for p in set(pops[test]):
+                src = others[pops[others] == p]
+                sel = test[pops[test] == p]
+                q[sel] = conformal_quantile(res[src], level) if src.size else np.inf
+        return q
+
+    def calibration(self) -> dict[str, Any]:
+        """Shipped Mondrian half-widths: each population's out-of-fold residuals (scored items),
+        and the pooled ones as a fallback."""
+        res = np.abs(self.y - self.reg.pred)
+        ok = self.task.scored
+        pops = np.array(self.task.pops)
+        per = {}
+        for p in POPULATIONS:
+            r = res[ok & (pops == p)]
+            if r.size:
+                per[p] = {
+                    "q80": round(conformal_quantile(r, 0.8), 3),
+                    "q95": round(conformal_quantile(r, 0.95), 3),
+                    "n_calibration": int(r.size),
+                }
         return {
-            "rule": "blood test when the estimate is below the cut-off + margin (g/dL)",
-            "target_sensitivity": TARGET_SENSITIVITY,
-            "regressor": {
-                **referral_operating_point(self.y, self.reg.pred, self.reg.margin),
-                "margins": [float(self.reg.margin[f[0]]) for f in self.folds],
-            },
-            "colour_baseline": {
-                **referral_operating_point(self.y, self.base.pred, base_margin),
-                "margins": [float(base_margin[f[0]]) for f in self.folds],
-            },
+            "q80": round(conformal_quantile(res[ok], 0.8), 3),
+            "q95": round(conformal_quantile(res[ok], 0.95), 3),
+            "n_calibration": int(ok.sum()),
+            "per_population": per,
         }
+
+    def figures(self, pred: np.ndarray, margin: np.ndarray | None = None) -> dict[str, Any]:
+        """Per report population: agreement, coverage and the operating point."""
+        q80, q95 = self.population_q(0.8, pred), self.population_q(0.95, pred)
+        out = {}
+        for name in REPORT_POPULATIONS:
+            k = self.data.mask(name) & ~np.isnan(pred)
+            if k.sum() < 3:
+                continue
+            out[name] = population_agreement(
+                self.y[k],
+                pred[k],
+                self.task.cutoffs[k],
+                margin=None if margin is None else margin[k],
+                q80=q80[k],
+                q95=q95[k],
+                seed=self.seed,
+            )
+        return out
+
+    def verdicts(self, figs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Validated or not, per population, with every check shown."""
+        out = {}
+        for p, t in TARGETS.items():
+            f = figs.get(p)
+            if f is None:
+                continue
+            prev = self.extra.get("previous_children_same_folds")
+            if t.get("vs_previous") and prev:
+                mae_p, auc_p = prev["mae"], prev["auc_hb_lt_11"]
+                checks = {
+                    f"mae <= previous recipe on these folds ({mae_p:.3f}) + {NONINF_MAE}": (
+                        f["mae"] <= mae_p + NONINF_MAE
+                    ),
+                    f"auc_hb_lt_11 >= previous on these folds ({auc_p:.3f}) - {NONINF_AUC}": (
+                        f["auc_hb_lt_11"] >= auc_p - NONINF_AUC
+                    ),
+                    "(strict, reported) mae <= previous": f["mae"] <= mae_p,
+                    "(strict, reported) auc_hb_lt_11 >= previous": f["auc_hb_lt_11"] >= auc_p,
+                    f"(absolute, reported) mae <= {t['mae_max']}": f["mae"] <= t["mae_max"],
+                    f"(absolute, reported) auc_hb_lt_11 >= {t['auc_min']}": (
+                        f["auc_hb_lt_11"] >= t["auc_min"]
+                    ),
+                }
+            else:
+                checks = {
+                    f"mae <= {t['mae_max']}": f["mae"] <= t["mae_max"],
+                    f"{t['auc_key']} >= {t['auc_min']}": f[t["auc_key"]] >= t["auc_min"],
+                }
+            cov = f["coverage_80"]
+            checks["coverage_80 in [0.77, 0.83]"] = COVERAGE_80[0] <= cov <= COVERAGE_80[1]
+            sens = f.get("sensitivity", 0.0)
+            checks[f"sensitivity >= {TARGET_SENSITIVITY}"] = sens >= TARGET_SENSITIVITY
+            if "bias_max" in t:
+                checks[f"|bias| <= {t['bias_max']}"] = abs(f["bias"]) <= t["bias_max"]
+            if "r_min" in t:
+                checks[f"r >= {t['r_min']}"] = f["pearson_r"] >= t["r_min"]
+            used = [k for k in checks if not k.startswith("(")]
+            out[p] = {"validated": all(checks[k] for k in used), "checks": checks}
+        return out
 
     def summary(self) -> dict[str, Any]:
-        reg = agreement(self.y, self.reg.pred)
-        base = agreement(self.y, self.base.pred)
-        intervals = interval_report(self.y, self.reg.pred, self.folds)
+        figs = self.figures(self.reg.pred, self.reg.margin)
+        ver = self.verdicts(figs)
         return {
             "split": (
-                f"{N_SPLITS}-fold cross-validation by pixel-content group (seed {self.seed}); "
-                "one item per group labelled with the group's mean Hb; selection nested"
+                f"{N_SPLITS}-fold cross-validation by group (seed {self.seed}): CP-AnemiC by "
+                "pixel-content group (one item per group, its mean Hb), Eyes-defy by patient "
+                "(cut-out and photo of one patient in one fold); selection, penalties and "
+                "margins nested"
             ),
-            "regressor": reg,
-            "colour_baseline": base,
-            "baseline_intervals": interval_report(self.y, self.base.pred, self.folds),
-            "intervals": intervals,
-            "operating_point": self.operating_points(),
-            "spec_at_sens_0.85": {
-                "regressor": specificity_at_sensitivity(self.y, self.reg.pred),
-                "colour_baseline": specificity_at_sensitivity(self.y, self.base.pred),
-            },
-            "chosen_colour": dict(Counter(self.reg.chosen)),
-            "chosen_baseline": dict(Counter(self.base.chosen)),
+            "data": self.data.stats,
+            "populations": figs,
+            "validation": ver,
+            "validated_groups": validated_groups(ver),
+            "colour_baseline": self.figures(self.base.pred),
+            "chosen_per_fold": self.reg.chosen,
+            "inner_scores": self.reg.inner_scores,
+            "margins_per_fold": [m.population_margins for m in self.reg.models],
             **self.extra,
         }
 
 
-def prepare(data_root: Path) -> tuple[list[Sample], list[Item], dict[str, int]]:
-    samples = load_cpanemic(data_root)
-    items, stats = apply_label_policy(samples)
-    return samples, items, stats
+def validated_groups(verdicts: dict[str, dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for p, v in verdicts.items():
+        if v["validated"]:
+            out += VALIDATED_GROUPS_OF[p]
+    return out
+
+
+def make_task(data: Dataset) -> Task:
+    return Task(
+        y=data.y,
+        pops=data.pops,
+        groups=data.groups,
+        cutoffs=data.array("cutoff").astype(np.float64),
+        scored=data.array("evaluated").astype(bool),
+    )
 
 
 def cross_validate(
-    data_root: Path,
+    cpanemic: Path | None,
+    eyes: Path | None,
     seed: int = 0,
     quick: bool = False,
     extras: bool = True,
+    photos: bool = True,
+    models_dir: Path | None = None,
+    previous_models: Path | None = None,
     progress: Progress | None = None,
 ) -> Evaluation:
-    """The main CV (regressor via ONNX and baseline on the same folds) and, with `extras`,
-    the robustness, attention, leakage, label-noise and learning-curve analyses."""
+    """The main nested CV (via ONNX) and the baseline on the same folds; with `extras` the
+    leave-one-site-out, learning-curve, previous-model, attention, robustness and label-noise
+    analyses."""
     say = progress or (lambda s: None)
     t0 = time.perf_counter()
-    samples, items, stats = prepare(data_root)
-    say(f"{stats['files']} files, {stats['groups']} content groups -> {len(items)} items")
-    y = np.array([it.hb for it in items])
-    groups = [it.group_id for it in items]
-    folds = group_kfold(groups, N_SPLITS, seed)
-    assert_group_disjoint(groups, folds)
-    rgbas = [it.sample.rgba for it in items]
-    cache = InputCache(rgbas)
+    data = load_dataset(cpanemic, eyes, photos=photos, models_dir=models_dir)
+    say(f"{len(data.items)} items")
+    task = make_task(data)
+    folds = group_kfold(task.groups, N_SPLITS, seed)
+    assert_group_disjoint(task.groups, folds)
+    cache = InputCache([it.rgba for it in data.items])
     candidates = QUICK_CANDIDATES if quick else CANDIDATES
-    reg = cv_regressor(cache, y, groups, folds, seed, candidates, progress=say)
-    feats = baseline_features(rgbas)
-    base = cv_baseline(feats, y, groups, folds, seed, progress=say, trees=30 if quick else 200)
-    ev = Evaluation(items, y, groups, folds, reg, base, stats, seed)
+    reg = cv_regressor(cache, task, folds, seed, candidates, progress=say)
+    feats = baseline_features([it.rgba for it in data.items])
+    onehot = np.array([[p == q for q in POPULATIONS] for p in task.pops], np.float64)
+    base = cv_baseline(
+        np.hstack([feats, onehot]), task.y, task.groups, folds, seed, say, 30 if quick else 100
+    )
+    ev = Evaluation(data, task, folds, reg, base, seed)
+    if not quick and (np.array(task.pops) == "child").any():
+        ev.extra["previous_children_same_folds"] = previous_children(ev, cache, say)
     if extras and not quick:
-        fixed = {c: CANDIDATES[c] for c in [Counter(reg.chosen).most_common(1)[0][0]]}
-        ev.extra["feature_correlations"] = feature_correlations(feats, y)
-        ev.extra["robustness"] = robustness(ev, cache, say)
-        ev.extra["attention"] = attention(ev)
-        ev.extra["label_noise"] = label_noise(samples, items, ev)
-        ev.extra["leakage"] = leakage(samples, feats, items, ev, fixed, say)
+        best = Counter(reg.chosen).most_common(1)[0][0]
+        fixed = candidates[best]
+        ev.extra["fixed_model"] = best
+        ev.extra["candidates_same_folds"] = candidates_same_folds(ev, cache, say)
+        ev.extra["loso"] = leave_one_site_out(ev, cache, fixed, say)
         ev.extra["learning_curve"] = learning_curve(ev, cache, fixed, say)
-        ev.extra["label_policy"] = label_policy_comparison(ev, cache, fixed, say)
+        ev.extra["previous"] = previous_model(ev, cache, previous_models, say)
+        ev.extra["attention"] = attention(ev)
+        ev.extra["robustness"] = robustness(ev, cache, say)
+        ev.extra["label_noise"] = label_noise(ev)
+        ev.extra["photos_served"] = photos_served(ev)
+        ev.extra["photos_ablation"] = photos_ablation(ev, cache, fixed, say)
     ev.extra["cv_wall_s"] = round(time.perf_counter() - t0, 1)
     return ev
 
 
-def feature_correlations(feats: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Spearman correlation of each colour feature with Hb: how much marginal signal exists."""
-    from scipy.stats import spearmanr
-
-    from .colour_features import FEATURE_NAMES
-
-    rho = {n: float(spearmanr(f, y)[0]) for n, f in zip(FEATURE_NAMES, feats.T, strict=True)}
-    top = sorted(rho, key=lambda n: -abs(rho[n]))[:5]
-    return {n: rho[n] for n in top}
+def _brief(f: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n", "mae", "pearson_r", "pearson_r_ci95", "auc", "auc_hb_lt_11", "bias", "coverage_80")
+    return {k: f[k] for k in keys if k in f}
 
 
-def robustness(ev: Evaluation, cache: InputCache, say: Progress) -> dict[str, float]:
-    """MAE of each fold's ONNX graph on its test cut-outs degraded like a cheap phone."""
-    from .degrade import cheap_phone
+def candidates_same_folds(ev: Evaluation, cache: InputCache, say: Progress) -> dict[str, Any]:
+    """Each candidate as a fixed configuration on the same outer folds (comparison only; the
+    shipped procedure chooses among them on inner folds)."""
+    out = {}
+    for name, cfg in CANDIDATES.items():
+        pred = cv_fixed(cache, ev.task, ev.folds, cfg, ev.seed)
+        out[name] = {p: _brief(f) for p, f in ev.figures(pred).items()}
+        say(f"candidate {name}")
+    return out
 
-    pred = np.zeros(len(ev.y))
-    for k, test in enumerate(ev.folds):
-        model = ev.reg.models[k]
-        x = degraded_inputs([cache.rgbas[i] for i in test], model.cfg, ev.seed + k, cheap_phone)
-        pred[test] = onnx_predict(ev.reg.onnx_paths[k], x)
-    say("robustness done")
-    clean = agreement(ev.y, ev.reg.pred)
-    deg = agreement(ev.y, pred)
-    ev.extra["_degraded_pred"] = pred
-    return {
-        "mae_clean": clean["mae"],
-        "mae_degraded": deg["mae"],
-        "delta_mae": deg["mae"] - clean["mae"],
-        "r_degraded": deg["pearson_r"],
-        "auc_degraded": deg["auc_hb_lt_11"],
-        "degradation": "training/degrade.py cheap_phone: long side <= 640 px, blur sigma 0.8, "
-        "brightness +-10%, JPEG quality 60 (alpha mask kept)",
+
+def leave_one_site_out(
+    ev: Evaluation, cache: InputCache, fixed, say: Progress
+) -> dict[str, dict[str, Any]]:
+    """Train on two sites, test on the third, for the chosen model family with each colour
+    handling: none (CIELAB), the redness ratios (lab_chroma) and per-image lightness
+    normalisation. A held-out site's population offsets come only from the other sites (for
+    Ghana the child offset and head have no data: its MAE/bias measure that, r/AUC do not)."""
+    variants = {
+        "none (CIELAB)": replace(fixed, colour="lab", lightness_norm=False),
+        "redness ratios (lab_chroma)": replace(fixed, colour="lab_chroma", lightness_norm=False),
+        "lightness normalised (CIELAB)": replace(fixed, colour="lab", lightness_norm=True),
     }
+    site = ev.data.array("site")
+    out: dict[str, dict[str, Any]] = {}
+    for vname, cfg in variants.items():
+        rows = {}
+        for s in SITES:
+            test = np.flatnonzero(site == s)
+            if test.size == 0 or (site != s).sum() == 0:
+                continue
+            pred = cv_fixed(cache, ev.task, [test], cfg, ev.seed)
+            k = ev.data.mask(s)
+            rows[s] = _brief(
+                population_agreement(ev.y[k], pred[k], ev.task.cutoffs[k], seed=ev.seed)
+            )
+        out[vname] = rows
+        say(f"leave-one-site-out: {vname}")
+    return out
+
+
+def learning_curve(ev: Evaluation, cache: InputCache, fixed, say: Progress) -> list[dict]:
+    """Adult figures when each outer fold's ADULT training items are subsampled (children
+    kept; same test folds)."""
+    rng = np.random.default_rng(ev.seed)
+    adult = np.array([p != "child" for p in ev.task.pops])
+    rows = []
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        keep = ~adult.copy()
+        patients = sorted({g for g, a in zip(ev.task.groups, adult, strict=True) if a})
+        chosen = set(rng.choice(patients, max(8, int(len(patients) * frac)), replace=False))
+        keep |= np.array([g in chosen for g in ev.task.groups]) & adult
+        pred = cv_fixed(cache, ev.task, ev.folds, fixed, ev.seed, train_filter=keep)
+        k = ev.data.mask("adult")
+        f = population_agreement(ev.y[k], pred[k], ev.task.cutoffs[k], seed=ev.seed)
+        n_train = round(len(chosen) * (N_SPLITS - 1) / N_SPLITS)
+        rows.append({"fraction": frac, "adult_patients_train": n_train, **_brief(f)})
+    say("learning curve done")
+    return rows
+
+
+def previous_children(ev: Evaluation, cache: InputCache, say: Progress) -> dict[str, Any]:
+    """The shipped model's recipe (issue 3: CIELAB histogram, no group input, trained on the
+    children only) refitted on this evaluation's folds: the children's yardstick."""
+    kids = np.array([p == "child" for p in ev.task.pops])
+    pred = cv_fixed(cache, ev.task, ev.folds, PREVIOUS, ev.seed, train_filter=kids)
+    k = ev.data.mask("child")
+    say("previous recipe on the children")
+    return _brief(population_agreement(ev.y[k], pred[k], ev.task.cutoffs[k], seed=ev.seed))
+
+
+def previous_model(
+    ev: Evaluation, cache: InputCache, previous_models: Path | None, say: Progress
+) -> dict[str, Any]:
+    """The issue-3 procedure (no group input) refitted on the same folds, and, where given,
+    the previously shipped graph itself on the adult cut-outs (never trained on adults, so
+    out of sample for them)."""
+    pred = cv_fixed(cache, ev.task, ev.folds, PREVIOUS, ev.seed)
+    out: dict[str, Any] = {
+        "refit_same_folds": {p: _brief(f) for p, f in ev.figures(pred).items()},
+        "shipped_children_own_cv": PREVIOUS_SHIPPED_CHILDREN,
+    }
+    if previous_models is not None and (previous_models / "regression.json").is_file():
+        from hbscreen.inference.modelcard import load_card
+        from hbscreen.inference.preprocess import regression_input
+
+        from .regressor import cutout_crop
+
+        card = load_card("regression", previous_models)
+        adult = np.flatnonzero(ev.data.mask("adult"))
+        x = np.concatenate(
+            [
+                regression_input(*cutout_crop(ev.data.items[i].rgba), card.preprocessing)
+                for i in adult
+            ]
+        )
+        p_old = onnx_predict(previous_models / card.file, x)
+        full = np.full(len(ev.y), np.nan)
+        full[adult] = p_old
+        out["shipped_graph_on_adults"] = {
+            p: _brief(
+                population_agreement(
+                    ev.y[ev.data.mask(p)], full[ev.data.mask(p)], ev.task.cutoffs[ev.data.mask(p)]
+                )
+            )
+            for p in ("adult", "woman", "man", "india", "italy")
+        }
+        out["shipped_graph_version"] = card.version
+    say("previous model done")
+    return out
 
 
 def attention(ev: Evaluation) -> dict[str, Any]:
     """Kato 2024 Fig. 3: share of positive heatmap (inside the mask) in the lower half of the
-    conjunctiva, for well- (|error| <= 1 g/dL) and badly- (|error| > 2 g/dL) predicted images.
-    Sign: the heatmap is in g/dL, so 'positive' means pushing the estimate up (redder)."""
+    conjunctiva, for well- (|error| <= 1 g/dL) and badly- (|error| > 2 g/dL) predicted images,
+    per population. 'Positive' means pushing the estimate up (redder)."""
+    from .regressor import renormalise
+
     shares = np.full(len(ev.y), np.nan)
     for k, test in enumerate(ev.folds):
         model = ev.reg.models[k]
-        raw = InputCache([ev.items[i].sample.rgba for i in test]).raw(model.cfg)
-        from .regressor import renormalise
-
+        raw = InputCache([ev.data.items[i].rgba for i in test]).raw(model.cfg)
         x = renormalise(raw, model.cfg.mean, model.cfg.std)
-        _, cams = onnx_predict(ev.reg.onnx_paths[k], x, with_heatmap=True)
+        g = model.group_matrix(
+            [ev.task.pops[i] for i in test] if model.cfg.populations else None, len(test)
+        )
+        _, cams = onnx_predict(ev.reg.onnx_paths[k], x, with_heatmap=True, group=g)
         for j, i in enumerate(test):
             m = x[j, -1] > 0.5
             rows = np.nonzero(m)[0]
             if rows.size == 0:
                 continue
-            centre = rows.mean()
             pos = np.where(m, np.maximum(cams[j], 0), 0)
-            lower = pos[int(np.ceil(centre)) :].sum()
+            lower = pos[int(np.ceil(rows.mean())) :].sum()
             total = pos.sum()
             shares[i] = lower / total if total > 0 else np.nan
     err = np.abs(ev.reg.pred - ev.y)
     good, bad = err <= 1.0, err > 2.0
     ev.extra["_lower_share"] = shares
-    return {
-        "lower_share_good_mean": float(np.nanmean(shares[good])),
-        "lower_share_bad_mean": float(np.nanmean(shares[bad])),
-        "n_good": int(good.sum()),
-        "n_bad": int(bad.sum()),
-        "definition": "positive heatmap mass inside the mask below the mask's row centroid",
+    out: dict[str, Any] = {
+        "definition": "positive heatmap mass inside the mask below the mask's row centroid"
     }
+    for p in ("child", "adult"):
+        k = ev.data.mask(p)
+        out[p] = {
+            "lower_share_good_mean": float(np.nanmean(shares[k & good])),
+            "lower_share_bad_mean": float(np.nanmean(shares[k & bad])) if (k & bad).any() else None,
+            "n_good": int((k & good).sum()),
+            "n_bad": int((k & bad).sum()),
+        }
+    return out
 
 
-def label_noise(samples: list[Sample], items: list[Item], ev: Evaluation) -> dict[str, float]:
-    """How far labels of the SAME picture disagree, and the per-file error of our predictions
-    (each file scored against its own Hb, i.e. including that disagreement)."""
-    dup = [it for it in items if it.n_files > 1]
-    within = [np.std(it.file_hbs) for it in dup]
-    loo = []  # each file's Hb predicted by the mean of the other files of its group
+def robustness(ev: Evaluation, cache: InputCache, say: Progress) -> dict[str, Any]:
+    """Each fold's ONNX graph on its test cut-outs degraded like a cheap phone."""
+    from .degrade import cheap_phone
+
+    pred = np.full(len(ev.y), np.nan)
+    for k, test in enumerate(ev.folds):
+        model = ev.reg.models[k]
+        x = degraded_inputs([cache.rgbas[i] for i in test], model.cfg, ev.seed + k, cheap_phone)
+        g = model.group_matrix(
+            [ev.task.pops[i] for i in test] if model.cfg.populations else None, len(test)
+        )
+        pred[test] = onnx_predict(ev.reg.onnx_paths[k], x, group=g)
+    say("robustness done")
+    ev.extra["_degraded_pred"] = pred
+    out = {}
+    for p in ("child", "adult"):
+        k = ev.data.mask(p)
+        clean = np.abs(ev.reg.pred[k] - ev.y[k]).mean()
+        deg = np.abs(pred[k] - ev.y[k]).mean()
+        out[p] = {"mae_clean": clean, "mae_degraded": deg, "delta_mae": deg - clean}
+    out["degradation"] = (
+        "training/degrade.py cheap_phone: long side <= 640 px, blur sigma 0.8, brightness "
+        "+-10%, JPEG quality 60 (alpha mask kept)"
+    )
+    return out
+
+
+def label_noise(ev: Evaluation) -> dict[str, float]:
+    """CP-AnemiC: how far labels of the SAME picture disagree (each file's Hb predicted by the
+    mean of the other files of its group)."""
+    dup = [it for it in ev.data.items if it.source == "cpanemic" and len(it.file_hbs) > 1]
+    if not dup:
+        return {}
+    loo = []
     for it in dup:
         h = np.array(it.file_hbs)
         for j in range(len(h)):
             loo.append(abs(h[j] - np.delete(h, j).mean()))
-    file_err = []
-    for i, it in enumerate(items):
-        file_err += [abs(ev.reg.pred[i] - h) for h in it.file_hbs]
     return {
         "duplicate_groups": len(dup),
-        "files_in_duplicate_groups": int(sum(it.n_files for it in dup)),
-        "within_group_sd": float(np.sqrt(np.mean(np.square(within)))),
-        "max_spread": float(max(it.spread for it in dup)),
-        "groups_spread_gt_2": int(sum(it.spread > MAX_GROUP_SPREAD for it in dup)),
+        "within_group_sd": float(np.sqrt(np.mean([np.var(it.file_hbs) for it in dup]))),
         "same_picture_other_labels_mae": float(np.mean(loo)),
-        "per_file_mae": float(np.mean(file_err)),
     }
 
 
-def leakage(
-    samples: list[Sample],
-    item_feats: np.ndarray,
-    items: list[Item],
-    ev: Evaluation,
-    fixed: dict,
-    say: Progress,
-) -> dict[str, dict[str, float]]:
-    """The same models with (a) a file-level split of all files with their own labels (the
-    published kind of number), (b) the group split of the same files, (c) a stricter split
-    that also merges near-duplicate cut-outs of one photo."""
-    out: dict[str, dict[str, float]] = {}
-    rgbas = [s.rgba for s in samples]
-    y = np.array([s.hb for s in samples])
-    g = [s.group_id for s in samples]
-    feats = baseline_features(rgbas)
-    cache = InputCache(rgbas)
-    for name, folds in (
-        ("files_file_split", file_kfold(len(samples), N_SPLITS, ev.seed)),
-        ("files_group_split", group_kfold(g, N_SPLITS, ev.seed)),
-    ):
-        split_groups = [str(i) for i in range(len(samples))] if "file_split" in name else g
-        r = cv_regressor(cache, y, split_groups, folds, ev.seed, fixed, with_margin=False)
-        b = cv_baseline(feats, y, split_groups, folds, ev.seed)
-        out[name] = {
-            **{f"cnn_{k}": v for k, v in agreement(y, r.pred).items()},
-            **{f"base_{k}": v for k, v in agreement(y, b.pred).items()},
-        }
-        say(f"leakage: {name}")
-    strict = near_duplicate_groups(item_feats, ev.groups)
-    folds = group_kfold(strict, N_SPLITS, ev.seed)
-    r = cv_regressor(
-        InputCache([it.sample.rgba for it in items]),
-        ev.y,
-        strict,
-        folds,
-        ev.seed,
-        fixed,
-        with_margin=False,
-    )
-    b = cv_baseline(item_feats, ev.y, strict, folds, ev.seed)
-    out["items_near_duplicate_split"] = {
-        "clusters": len(set(strict)),
-        **{f"cnn_{k}": v for k, v in agreement(ev.y, r.pred).items()},
-        **{f"base_{k}": v for k, v in agreement(ev.y, b.pred).items()},
+def photos_served(ev: Evaluation) -> dict[str, Any]:
+    """Out-of-fold estimates for the Indian full photos through the served segmentation,
+    against the same patients' cut-out estimates (the serving path vs the research path)."""
+    src = ev.data.array("source")
+    ph = np.flatnonzero(src == "photo")
+    if ph.size < 3:
+        return {}
+    cut_of = {it.group_id: i for i, it in enumerate(ev.data.items) if it.source == "cutout"}
+    pairs = [
+        (i, cut_of[ev.data.items[i].group_id]) for i in ph if ev.data.items[i].group_id in cut_of
+    ]
+    a = agreement(ev.y[ph], ev.reg.pred[ph], cutoff=None)
+    diff = [ev.reg.pred[i] - ev.reg.pred[j] for i, j in pairs]
+    return {
+        **{k: a[k] for k in ("n", "mae", "pearson_r", "bias")},
+        "photo_minus_cutout_mean": float(np.mean(diff)) if diff else None,
+        "photo_minus_cutout_mad": float(np.mean(np.abs(diff))) if diff else None,
+        **{k: v for k, v in ev.data.stats.get("photos", {}).items()},
     }
-    say("leakage: near-duplicate split")
-    return out
 
 
-def learning_curve(
-    ev: Evaluation, cache: InputCache, fixed: dict, say: Progress
-) -> list[dict[str, float]]:
-    """Test MAE / r when each outer training fold is subsampled (same test folds)."""
-    cfg = next(iter(fixed.values()))
-    rng = np.random.default_rng(ev.seed)
-    rows = []
-    for frac in (0.25, 0.5, 0.75, 1.0):
-        pred = np.zeros(len(ev.y))
-        for test in ev.folds:
-            train = np.setdiff1d(np.arange(len(ev.y)), test)
-            sub = np.sort(rng.choice(train, max(20, int(len(train) * frac)), replace=False))
-            model, x = fit_config(cache, sub, ev.y, cfg, ev.seed)
-            pred[test] = model.predict(x[test])
-        a = agreement(ev.y, pred)
-        rows.append({"fraction": frac, "n_train": int(len(ev.y) * 0.8 * frac), **a})
-    say("learning curve done")
-    return rows
-
-
-def label_policy_comparison(
-    ev: Evaluation, cache: InputCache, fixed: dict, say: Progress
-) -> dict[str, dict[str, float]]:
-    """Train with all groups (mean label) vs without groups whose Hb spread > 2 g/dL; both
-    scored on the same test items (the groups both policies keep)."""
-    cfg = next(iter(fixed.values()))
-    spread = np.array([it.spread for it in ev.items])
-    keep = spread <= MAX_GROUP_SPREAD
+def photos_ablation(ev: Evaluation, cache: InputCache, fixed, say: Progress) -> dict[str, Any]:
+    """The fixed model on the same folds with and without the served-segmentation photo items
+    in training (scored on the cut-outs): do the served crops help or hurt?"""
+    src = ev.data.array("source")
+    if not (src == "photo").any():
+        return {}
     out = {}
-    for name, allowed in (("mean_all_groups", np.ones_like(keep)), ("drop_spread_gt_2", keep)):
-        pred = np.full(len(ev.y), np.nan)
-        for test in ev.folds:
-            train = np.setdiff1d(np.arange(len(ev.y)), test)
-            train = train[allowed[train]]
-            model, x = fit_config(cache, train, ev.y, cfg, ev.seed)
-            pred[test] = model.predict(x[test])
-        out[name] = agreement(ev.y[keep], pred[keep])
-    say("label policy comparison done")
+    for name, keep in (("with_photos", None), ("without_photos", src != "photo")):
+        pred = cv_fixed(cache, ev.task, ev.folds, fixed, ev.seed, train_filter=keep)
+        figs = ev.figures(pred)
+        out[name] = {p: _brief(figs[p]) for p in ("adult", "india", "italy", "child") if p in figs}
+    say("photos ablation done")
     return out
 
 
 def _jsonable(o: Any) -> Any:
     if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items() if not str(k).startswith("_")}
+        return {str(k): _jsonable(v) for k, v in o.items() if not str(k).startswith("_")}
     if isinstance(o, (list, tuple)):
         return [_jsonable(v) for v in o]
     if isinstance(o, (np.floating, float)):
-        return round(float(o), 4)
-    if isinstance(o, np.integer):
+        return None if not np.isfinite(o) else round(float(o), 4)
+    if isinstance(o, (np.integer,)):
         return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
     return o
 
 
@@ -379,4 +540,4 @@ def write_report(ev: Evaluation, out_dir: Path, command: str = "hbscreen evaluat
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = _jsonable(ev.summary())
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
-    return render_report(ev, summary, out_dir, command, PUBLISHED, roc_points)
+    return render_report(ev, summary, out_dir, command, PUBLISHED)

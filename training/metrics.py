@@ -13,19 +13,76 @@ TARGET_SENSITIVITY = 0.85  # the operating point's design goal, fixed before any
 MARGIN_STEP = 0.1  # g/dL: estimates are shown, classified and referred at HemoCue precision
 
 
-def agreement(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """MAE, Pearson r, AUC for Hb < 11 and Bland-Altman bias / 95% limits (g/dL)."""
+def agreement(
+    y: np.ndarray, pred: np.ndarray, cutoff: float | None = ANAEMIA_CUTOFF
+) -> dict[str, float]:
+    """MAE, Pearson r, AUC for Hb < cutoff and Bland-Altman bias / 95% limits (g/dL)."""
     d = pred - y
     bias, sd = float(d.mean()), float(d.std(ddof=1))
-    return {
+    out = {
         "n": len(y),
         "mae": float(np.abs(d).mean()),
         "pearson_r": float(pearsonr(pred, y)[0]),
-        "auc_hb_lt_11": float(roc_auc_score(y < ANAEMIA_CUTOFF, -pred)),
         "bias": bias,
         "loa_low": bias - 1.96 * sd,
         "loa_high": bias + 1.96 * sd,
     }
+    if cutoff is not None:
+        out["auc_hb_lt_11"] = _auc(y < cutoff, -pred)
+    return out
+
+
+def _auc(pos: np.ndarray, score: np.ndarray) -> float:
+    return float(roc_auc_score(pos, score)) if 0 < pos.sum() < len(pos) else float("nan")
+
+
+def bootstrap_r(
+    y: np.ndarray, pred: np.ndarray, seed: int = 0, n_boot: int = 1000
+) -> tuple[float, float]:
+    """Percentile 95% bootstrap interval of Pearson r (resampling items)."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    rs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        if np.std(y[i]) > 0 and np.std(pred[i]) > 0:
+            rs.append(np.corrcoef(y[i], pred[i])[0, 1])
+    lo, hi = np.percentile(rs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def population_agreement(
+    y: np.ndarray,
+    pred: np.ndarray,
+    cutoffs: np.ndarray,
+    *,
+    margin: np.ndarray | None = None,
+    q80: np.ndarray | None = None,
+    q95: np.ndarray | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """One population's figures: agreement (with r's bootstrap CI), AUC for each item's own
+    WHO cut-off (and for Hb < 11, the children's dataset definition), coverage of the given
+    half-widths and sensitivity / specificity of the referral rule with the given margins."""
+    out = agreement(y, pred, cutoff=None)
+    out["pearson_r_ci95"] = list(bootstrap_r(y, pred, seed))
+    pos = y < cutoffs
+    out["auc"] = _auc(pos, -(pred - cutoffs))
+    out["auc_hb_lt_11"] = _auc(y < ANAEMIA_CUTOFF, -pred)
+    out["prevalence"] = float(pos.mean())
+    if q80 is not None:
+        out["coverage_80"] = float(np.mean(np.abs(y - pred) <= q80))
+        out["half_width_80"] = float(np.mean(q80))
+    if q95 is not None:
+        out["coverage_95"] = float(np.mean(np.abs(y - pred) <= q95))
+        out["half_width_95"] = float(np.mean(q95))
+    if margin is not None:
+        flagged = np.round(pred, 1) < cutoffs + np.asarray(margin)
+        out["sensitivity"] = float((flagged & pos).sum() / max(pos.sum(), 1))
+        out["specificity"] = float((~flagged & ~pos).sum() / max((~pos).sum(), 1))
+        out["referred_share"] = float(flagged.mean())
+        out["margin_mean"] = float(np.mean(margin))
+    return out
 
 
 def referral_margin(

@@ -8,179 +8,129 @@ from typing import Any
 
 from hbscreen.inference.modelcard import ModelCard
 
+LABELS = {"child": "children (Ghana)", "woman": "adult women", "man": "adult men"}
+
 
 def _f(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
-TARGETS = "MAE <= 1.25, r >= 0.60, AUC >= 0.85, sensitivity >= 0.85 with specificity >= 0.60"
-
-
-def _limits(cv: dict, op: dict, report: dict | None) -> list[str]:
-    """What the numbers mean for the product, from this training's CV and (if present) the
-    last `hbscreen evaluate` report's analyses."""
-    met = (
-        cv["mae"] <= 1.25
-        and cv["pearson_r"] >= 0.60
-        and cv["auc_hb_lt_11"] >= 0.85
-        and op.get("sensitivity", 0) >= 0.85
-        and op.get("specificity", 0) >= 0.60
-    )
-    out = ["", f"Targets ({TARGETS}): {'met' if met else 'NOT met'}."]
-    if report and "label_noise" in report:
-        ln, lk = report["label_noise"], report["leakage"]
-        fc = report.get("feature_correlations", {})
-        strict = lk["items_near_duplicate_split"]
-        out += [
-            "What limits them (reports/report.md): label noise (labels of the SAME picture "
-            f"differ by MAE {ln['same_picture_other_labels_mae']:.2f} g/dL), a weak colour "
-            f"signal (strongest single feature |rho| {max(map(abs, fc.values()), default=0):.2f}), "
-            "and near-duplicate cut-outs of one photo that flatter a forest (baseline r "
-            f"{report['colour_baseline']['pearson_r']:.2f} by content group, "
-            f"{strict['base_pearson_r']:.2f} with near-duplicates grouped; regressor "
-            f"{strict['cnn_pearson_r']:.2f})."
-        ]
-    out += [
-        f"At the operating point {op.get('referred_share', 0):.0%} of children are referred for "
-        "a blood test: the estimate triages, it does not replace the test.",
+def _population_rows(card: ModelCard) -> list[str]:
+    cv = card.metrics.get("cv_per_population", {})
+    cal = card.calibration
+    assert cal is not None
+    rows = [
+        "| population | n | MAE | r [95% CI] | AUC (WHO cut-off) | bias | 80% / 95% coverage |"
+        " sens / spec | margin | 80% half-width | validated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    return out
-
-
-def _policy(report: dict | None) -> list[str]:
-    if not report or "label_policy" not in report:
-        return ["(run `hbscreen evaluate` for the comparison)."]
-    a, b = report["label_policy"]["mean_all_groups"], report["label_policy"]["drop_spread_gt_2"]
-    return [
-        f"mean label, all groups: MAE {a['mae']:.2f}, r {a['pearson_r']:.2f}; dropping: MAE "
-        f"{b['mae']:.2f}, r {b['pearson_r']:.2f} - no clear gain for 10% fewer distinct",
-        "pictures, so every group is kept with its mean label.",
-    ]
+    for p in ("child", "woman", "man", "adult", "india", "italy"):
+        f = cv.get(p)
+        if not f:
+            continue
+        pc = cal.per_population.get(p)
+        ci = f.get("pearson_r_ci95") or [None, None]
+        rows.append(
+            f"| {LABELS.get(p, p)} | {f['n']} | {_f(f['mae'])} | {_f(f['pearson_r'])} "
+            f"[{_f(ci[0])}, {_f(ci[1])}] | {_f(f['auc'])} | {_f(f['bias'])} | "
+            f"{_f(f.get('coverage_80'))} / {_f(f.get('coverage_95'))} | "
+            f"{_f(f.get('sensitivity'))} / {_f(f.get('specificity'))} | "
+            f"{_f(pc.referral_margin) if pc else '-'} | {_f(pc.q80) if pc else '-'} | "
+            f"{('yes' if pc.validated else 'no') if pc else '-'} |"
+        )
+    return rows
 
 
 def write_model_card_md(
     path: Path,
     card: ModelCard,
-    ev: Any,
-    stats: dict[str, int],
     wall_s: float,
     report: dict | None = None,
 ) -> None:
-    m = card.metrics
-    cv, base = m["cv"], m["colour_baseline_same_folds"]
-    iv = m["intervals"]
     extra = card.model_dump(mode="json")
-    shipped = extra.get("operating_point", {})
-    op = shipped.get("nested_cv", {})
     seg_card = path.parent / "segmentation.json"
     seg = json.loads(seg_card.read_text("utf-8")) if seg_card.is_file() else None
-    cal = card.calibration
-    assert cal is not None
+    m = card.metrics
+    loso = (report or {}).get("loso", {})
     lines = [
         "# hbscreen model card",
         "",
         "Two ONNX models with JSON cards beside them (the contract inference reads):",
         "`segmentation.onnx` (conjunctiva mask) and `regression.onnx` (haemoglobin, g/dL, with",
-        "an in-graph heatmap). Both are produced by `hbscreen train --data PATH --seed 0`.",
+        "an in-graph heatmap). Both are produced by `hbscreen train --data CP-AnemiC --eyes",
+        "Eyes-defy-anemia --seed 0`.",
         "",
         "## Intended use and limits",
         "",
         "- **Screening, not diagnosis.** The estimate comes with an interval; only a blood test",
         "  (HemoCue or laboratory) confirms anaemia.",
-        "- **Validated population:** children 6-59 months at hospitals in Ghana, photographed",
-        "  with one capture protocol (CP-AnemiC). Card `validated_groups`: "
-        + ", ".join(card.validated_groups)
+        "- **One model for children and adults.** The person's group (asked by the bot) is an",
+        "  input: it selects the population (child / woman / man) whose Hb level and capture",
+        "  domain the estimate starts from.",
+        "- **Validated groups** (card `validated_groups`, decided by the cross-validated figures",
+        "  below against targets fixed in advance): "
+        + (", ".join(card.validated_groups) or "none")
         + ".",
-        "- **Not validated** in pregnancy, in adults or in older children, nor on other phones,",
-        "  light or capture protocols. The bot must say so to those groups.",
-        "- The accuracy below is modest (see the numbers): a single estimate is not reliable;",
-        "  the referral rule refers well above the cut-off (sensitivity first).",
+        "- **Pregnancy:** " + str(extra.get("pregnancy", "")) + ". The bot says so first.",
+        "- Children 5-14 years are screened as children and are not validated.",
+        "- **Capture setup:** the children's photos are phone photos (Ghana), the adults' come",
+        "  from an LED macro device (India, Italy). A new setup shifts colour: see the",
+        "  leave-one-site-out figures (a new site's Hb level is not predicted, only its ranking).",
         "",
         "## Data",
         "",
-        f"CP-AnemiC working copy: {stats['files']} files of 710 (98 reserved elsewhere), "
-        f"{stats['groups']} pixel-content groups, {stats['duplicate_groups']} of them with",
-        "pixel-identical copies. Conjunctiva cut-outs (RGBA, mask in alpha) with Hb measured on",
-        "the same day.",
-        "",
-        "### Label policy for duplicates",
-        "",
-        "Files with identical pixels form one item labelled with the **mean** Hb of its files;",
-        "every group is kept, and every split is by group. Evidence: the same picture carries",
-        "labels with a within-group SD of about 1.3 g/dL (spread up to 7 g/dL), so these are",
-        "labelling errors, not repeat measurements; a mean is the least-noisy label. Dropping",
-        "the groups whose spread exceeds 2 g/dL (40 groups, 180 files) was compared on the same",
-        "test items:",
-        *_policy(report),
-        "",
-        "The data holds more leakage than pixel hashing sees: the same photo cut out with",
-        "slightly different masks (different pixels, near-identical colour). The report shows",
-        "the numbers again with such near-duplicates merged into one group.",
+        *[f"- {src}" for src in card.training_data.get("sources", [])],
+        f"- Label policy: {card.training_data.get('label_policy', '')}.",
+        "- Eyes-defy cut-outs come from a JPEG copy: near-black ringing pixels inside the mask",
+        f"  (max RGB < {card.preprocessing.model_extra.get('dark_exclude')}) are dropped from the"
+        " mask by the preprocessing, in training and serving alike.",
+        "- CP-AnemiC duplicates: pixel-identical files are one item with their mean Hb; every",
+        "  split is by content group (issue 3; labels of the same picture differ by SD ~1.3 g/dL).",
         "",
         "## Haemoglobin regressor",
         "",
-        f"Architecture: {extra.get('architecture', '')}. Input: the mask's bounding box (+8%)",
-        f"resized to {card.preprocessing.size[0]}x{card.preprocessing.size[1]} with no "
-        f"letterbox, colour space `{card.preprocessing.colour}`, glare excluded from the mask,",
-        "mask as the last channel; every key in the card's `preprocessing`.",
-        "Why: the signal is colour and ~400 distinct pictures are too few for a fine-tuned",
-        "backbone (EfficientNet-Lite0: MAE 1.72, r 0.31); a small trained 1x1-conv network",
-        "underfit here (training r 0.21 after 30 epochs on 2 shared cores). Frozen colour",
-        "features with a closed-form linear head fit in seconds and keep Grad-CAM = CAM exact.",
-        "The colour variant (CIELAB, CIELAB with lightness normalisation, RGB) is chosen by",
-        "inner group-CV, the ridge penalty by leave-one-out inside the training data; the",
-        "number and width of the colour centres were fixed on inner folds of outer fold 0's",
-        "training part (256 centres, sigma 0.2: MAE 1.57, r 0.37 there, vs 64 centres 1.68,",
-        "0.26). No outer test fold is used for any choice made per fold.",
+        f"Architecture: {extra.get('architecture', '')}.",
+        f"Variant chosen by inner group-CV: `{extra.get('model_variant')}` "
+        f"(inner scores {extra.get('inner_cv_score')}). Input: the mask's bounding box (+8%)",
+        f"resized to {card.preprocessing.size[0]}x{card.preprocessing.size[1]}, colour space "
+        f"`{card.preprocessing.colour}`, glare and near-black pixels excluded from the mask, mask",
+        "as the last channel; the population one-hot as the second input `group`.",
         "",
-        f"### Metrics: {m['split']}",
+        f"### Metrics: {m.get('split', '')}",
         "",
-        "| model | MAE (g/dL) | Pearson r | AUC Hb<11 | bias | 95% limits |",
-        "|---|---|---|---|---|---|",
-        f"| regressor (ONNX) | {_f(cv['mae'])} | {_f(cv['pearson_r'])} | "
-        f"{_f(cv['auc_hb_lt_11'])} | {_f(cv['bias'])} | {_f(cv['loa_low'])} to "
-        f"{_f(cv['loa_high'])} |",
-        f"| colour baseline, same folds | {_f(base['mae'])} | {_f(base['pearson_r'])} | "
-        f"{_f(base['auc_hb_lt_11'])} | {_f(base['bias'])} | {_f(base['loa_low'])} to "
-        f"{_f(base['loa_high'])} |",
-        "| Kato 2024 CNN / non-CNN (file-level) | - | 0.44 / 0.38 | - | - | - |",
+        *_population_rows(card),
         "",
-        f"Conformal half-widths from {cal.n_calibration} out-of-fold residuals: 80% "
-        f"+-{cal.q80:.2f} g/dL, 95% +-{cal.q95:.2f} g/dL. Cross-conformal coverage: 80% "
-        f"{_f(iv['80']['coverage'])}, 95% {_f(iv['95']['coverage'])}.",
+        "Intervals are Mondrian split-conformal: half-widths from each population's own",
+        "out-of-fold residuals (card `calibration.per_population`). The referral margin of each",
+        "population was chosen for sensitivity 0.85 on out-of-fold predictions of the training",
+        "items; groups the model is not validated for use the wider of the margin and the",
+        "population's 80% half-width.",
         "",
-        "Operating point (card `calibration.referral_margin`): a blood test when the estimate",
-        f"is below the group's cut-off + {_f(shipped.get('margin_g_dl'))} g/dL, the margin "
-        f"chosen for sensitivity {shipped.get('target_sensitivity')} on out-of-fold",
-        "predictions of the training items. Nested CV (each fold's margin from its own inner",
-        f"folds), Hb < 11: sensitivity {_f(op.get('sensitivity'))}, specificity "
-        f"{_f(op.get('specificity'))}. Groups the model is not validated for use the wider of",
-        "the margin and the 80% half-width. The 80% interval rule alone would give "
-        f"{_f(iv['80']['sensitivity'])} / {_f(iv['80']['specificity'])}. Kato 2024 reported",
-        "0.20 / 0.99.",
-        "",
+    ]
+    if loso:
+        lines += ["### Leave-one-site-out (reports/report.md)", ""]
+        for v, rows in loso.items():
+            cells = "; ".join(
+                f"{s}: MAE {_f(r['mae'])}, r {_f(r['pearson_r'])}, bias {_f(r['bias'])}"
+                for s, r in rows.items()
+            )
+            lines.append(f"- {v}: {cells}")
+        lines.append("")
+    lines += [
         f"Training wall time of this step (CV + final model): {wall_s:.0f} s.",
         "",
-        *_limits(cv, op, report),
+        str(extra.get("limits", "")),
     ]
     if seg:
-        sm = seg.get("metrics", {}).get("held_out_renderings", {})
-        lines += [
-            "",
-            "## Segmentation",
-            "",
-            f"{seg.get('architecture', '')}. Trained on renderings of eye-region photos with",
-            "real CP-AnemiC cut-outs placed in them (training/render.py); "
-            f"held-out metrics: {json.dumps(sm)}.",
-            f"Split: {seg.get('metrics', {}).get('split', '')}.",
-            "Validated on renderings only: no real full-eye photos with masks were available.",
-        ]
+        from .segmentation import card_section_md
+
+        lines += ["", *card_section_md(seg)]
     lines += [
         "",
         "## Licence and citation",
         "",
         card.licence,
-        "Cite both wherever these models are used:",
+        "Cite them wherever these models are used:",
         "",
         *[f"- {c}" for c in card.citation],
         "",

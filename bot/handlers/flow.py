@@ -144,8 +144,9 @@ async def advance(
     state, text, markup = question(person, context.services.settings.consent_policy_version)
     if state == PHOTO:
         if not person.profile.get("guide_seen"):
-            await send_photo_guide(update, person.lang)
+            # Saved first: the guide is the last thing the person sees of this step.
             await save(context, person, guide_seen=True)
+            await send_photo_guide(update, person.lang)
             return PHOTO
         markup = keyboards.show_guide(person.lang)
     await show(update, _with_note(note, text), markup)
@@ -346,8 +347,8 @@ async def on_danger(update: Update, context: BotContext) -> int:
         return await advance(update, context, person)
     await _answer(query, t(lang, "Thank you. Now send the photo."))
     if not person.profile.get("guide_seen"):
+        await save(context, person, guide_seen=True)  # first: the guide is the last thing seen
         await send_photo_guide(update, lang)
-        await save(context, person, guide_seen=True)
     return PHOTO
 
 
