@@ -10,9 +10,10 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 from PIL import Image
 
-from hbscreen.bot.app import build_application
+from hbscreen.bot.app import build_application, serve
 from hbscreen.bot.storage import KeyRing, make_store
 from hbscreen.compose import queue_config, queue_sealer, wire_submitter
 from hbscreen.settings import Settings
@@ -184,3 +185,26 @@ async def self_screening_until_photo(
     await agree(user, lang)
     await tap(user, f"who:{who}")  # for someone else, choosing the group says they agreed
     return await choose_group(user, group, danger=danger)
+
+
+@contextlib.asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """`hbscreen bot` as served (webhook, /healthz, /readyz) until the block ends; yields an HTTP
+    client and the base URL once /readyz answers 200."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    base = f"http://127.0.0.1:{settings.listen_port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                if task.done():
+                    task.result()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(base + "/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            yield http, base
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

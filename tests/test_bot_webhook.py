@@ -3,44 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
-import aiohttp
 import pytest
 
-from hbscreen.bot.app import serve
 from hbscreen.bot.i18n import t
 from tests.bot_harness import (
     bot_settings,
     buttons_of,
     self_screening_until_photo,
+    served,
     synthetic_photo,
 )
 from tests.redis_server import free_port
 
 SECRET = "s3cret-Token_for-tests"
-
-
-@contextlib.asynccontextmanager
-async def served(settings):
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop))
-    base = f"http://127.0.0.1:{settings.listen_port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                if task.done():
-                    task.result()
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(base + "/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.05)
-            yield http, base
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 @pytest.mark.redis

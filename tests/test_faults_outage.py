@@ -8,18 +8,21 @@ Real redis-server, the real bot (`serve`, as `hbscreen bot` runs it: polling or 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from hbscreen.bot.app import serve
 from hbscreen.standin import BotAPIStandIn
-from tests.bot_harness import bot_settings, running_bot, self_screening_until_photo, synthetic_photo
+from tests.bot_harness import (
+    bot_settings,
+    running_bot,
+    self_screening_until_photo,
+    served,
+    synthetic_photo,
+)
 from tests.redis_server import RedisServer, free_port
 from tests.test_faults_delivery import FAST, SENT_AT, mark, row, settle, worker_process
 
@@ -28,27 +31,6 @@ pytestmark = pytest.mark.redis
 
 # ---------------------------------------------------------------------------------------------
 # Redis down during a submission; a replayed update
-
-
-@contextlib.asynccontextmanager
-async def served(settings) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop))
-    base = f"http://127.0.0.1:{settings.listen_port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                if task.done():
-                    task.result()
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(base + "/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.05)
-            yield http, base
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def _ready(http: aiohttp.ClientSession, base: str) -> int:
