@@ -99,6 +99,8 @@ def train_regression(
         "validation": ver,
         "colour_baseline_same_folds": s["colour_baseline"],
         "chosen_per_fold": ev.reg.chosen,
+        "chosen_per_population_per_fold": ev.reg.chosen_per_population,
+        "final_chosen_per_population": model.chosen_per_population,
         "note": (
             "Out-of-fold predictions of per-fold ONNX graphs (nested selection and margins); "
             "the shipped graph is refitted on all items with the same procedure. See "
