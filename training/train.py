@@ -30,7 +30,7 @@ from .hbdata import POPULATION_OF, POPULATIONS
 from .model_card_md import write_model_card_md
 from .regressor import renormalise
 
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 REPORT_METRICS = Path("reports") / "metrics.json"  # where `hbscreen evaluate` writes by default
 
 
@@ -199,12 +199,24 @@ def _architecture(model) -> str:
         else "no histogram"
     )
     ident = f" + the pooled {cfg.colour} channels (mean colour)" if cfg.identity else ""
+    per_pop = getattr(model, "chosen_per_population", {}) or {}
+    if len(set(per_pop.values())) > 1:
+        heads = (
+            "each population's head from the candidate its own inner folds chose ("
+            + ", ".join(f"{p}: {c}" for p, c in per_pop.items())
+            + "; children_only = the issue-3 recipe fitted on the children alone, its centres "
+            "mapped into this card's colour units), zeros on the other candidates' centres"
+        )
+    else:
+        heads = (
+            "shared ridge weights + a penalised deviation per capture domain + a "
+            "per-population offset"
+        )
     return (
         f"frozen 1x1-conv colour features ({hist}{ident}) -> mask-weighted global average "
         "pooling -> the population's linear head (input `group`, one-hot child/woman/man; "
-        "shared ridge weights + a penalised deviation per capture domain + a per-population "
-        f"offset; alpha {model.alpha:.3g}); heatmap = the head's weights applied per pixel, in "
-        "the graph"
+        f"{heads}; alpha {model.alpha:.3g}); heatmap = the head's weights applied per pixel, "
+        "in the graph"
     )
 
 
