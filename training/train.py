@@ -20,6 +20,7 @@ import numpy as np
 
 from hbscreen.inference.modelcard import Calibration, GroupInput, PopulationCalibration
 
+from . import crossval
 from .cpanemic import CITATIONS, LICENCE
 from .crossval import CANDIDATES, QUICK_CANDIDATES, InputCache, select_and_fit
 from .evaluate import N_SPLITS, cross_validate, validated_groups
@@ -110,7 +111,7 @@ def train_regression(
     card = regression_card(
         model,
         file=onnx_path.name,
-        version=VERSION,
+        version=VERSION if crossval.PER_POPULATION else "2.0.0",
         q80=cal["q80"],
         q95=cal["q95"],
         n_calibration=cal["n_calibration"],
