@@ -203,6 +203,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     bar.close()
     cmd = "hbscreen evaluate" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    if args.per_population:
+        cmd += " --per-population"
     if args.previous_models:
         cmd += " --previous-models DIR (the version-1 regression model)"
     path = write_report(ev, args.out, cmd)
