@@ -64,9 +64,10 @@ PREVIOUS = RegressorConfig(colour="lab")
 POPULATION_ONLY: dict[str, tuple[str, RegressorConfig]] = {"children_only": ("child", PREVIOUS)}
 # Off (the shipped 2.0.0 procedure): one candidate for all populations, chosen by the mean
 # over populations of the inner MAE. On (`--per-population`): each population's head from its
-# own inner-fold winner, POPULATION_ONLY included. Measured on the evaluation folds (notes in
-# reports/report.md of that run): children 1.44 MAE / AUC<11 0.81, but the 62 women's inner
-# folds chose the mean-colour model in 4/5 folds and women fell to 1.31 / AUC 0.81.
+# own inner-fold winner, POPULATION_ONLY included. Measured on the evaluation folds
+# (reports/per-population/): children 1.437 MAE / AUC<11 0.805 (previous recipe on the same
+# folds 1.443 / 0.803) but sensitivity 0.84 < 0.85; the 62 women's inner folds chose the
+# mean-colour model in 4/5 folds and women fell to 1.31 / AUC 0.81: nobody validated, so off.
 PER_POPULATION = False
 # --quick (smoke runs, CI): one small variant.
 QUICK_CANDIDATES: dict[str, RegressorConfig] = {
