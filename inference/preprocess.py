@@ -97,7 +97,7 @@ def segment_two_pass(
     # full size; the box moves by at most 4 px, against a margin of ~100 px)
     h, w = max(1, H // 4), max(1, W // 4)
     coarse = segmentation_mask(logits, (h, w), threshold)
-    if not (coarse >= threshold).any():
+    if not (coarse > 0.5).any():  # the same test as crop_box's
         return np.zeros((H, W), np.float32)
     b0, b1, a0, a1 = crop_box(coarse, refine_margin)
     y0, y1 = b0 * H // h, min(H, -(-b1 * H // h))

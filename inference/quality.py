@@ -623,7 +623,7 @@ def _focus(
     block = _blockiness(luma8, m)
     steps = _block_steps(luma8, m, x0 % 8, y0 % 8)
     m0 = m
-    g = luma8.astype(np.float32)
+    g: np.ndarray = luma8.astype(np.float32)
     if block > DEBLOCK_ABOVE:  # JPEG block edges are not detail: bridge them
         g = _deblock(g, x0 % 8, y0 % 8)
     s = round(min(1.0, FOCUS_LID_LENGTH / max(length, 1.0)), 2)
@@ -706,7 +706,7 @@ def _deblock(g: np.ndarray, ox: int, oy: int) -> np.ndarray:
 def _noise_gain(sigma: float, s: float) -> float:
     """Variance of one directional derivative, as _focus takes it (resampled by s, smoothed
     by sigma), of unit white noise at full resolution: the noise energy to remove."""
-    n = np.random.default_rng(0).normal(0, 1, (384, 384)).astype(np.float32)
+    n: np.ndarray = np.random.default_rng(0).normal(0, 1, (384, 384)).astype(np.float32)
     if s < 1.0:
         n = np.asarray(cv2.resize(n, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), np.float32)
     gx = cv2.Sobel(_gauss(n, sigma), cv2.CV_32F, 1, 0, ksize=3, scale=0.125)

@@ -464,7 +464,7 @@ class BotAPIStandIn:
                 refusal = self.flood.check(name, params.values)
                 if refusal is not None:
                     raise refusal
-            fault = self._take_fault(name.lower())
+            fault = self._take_fault(name.lower(), params.values.get("chat_id"))
             if fault is not None and not fault.reply_lost:
                 if fault.delay_s:
                     await asyncio.sleep(fault.delay_s)

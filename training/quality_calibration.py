@@ -416,6 +416,14 @@ class Measured:
     not_eyelid: dict[str, list[Values]]
 
 
+def safe(segment: Callable[[Array], Array], rgb: Array) -> Array:
+    """The model's mask; an empty one where the segmentation refuses to find anything."""
+    try:
+        return segment(rgb)
+    except ValueError:  # segmentation 1.1.0 raises "empty mask" when its first pass finds none
+        return np.zeros(rgb.shape[:2], np.float32)
+
+
 def measure_half(
     photos: list[RealPhoto],
     segment: Callable[[Array], Array] | None,
@@ -429,7 +437,7 @@ def measure_half(
     seg_model = Pipeline.shared().segment
 
     def mask_for(rgb: Array, m: Array) -> Array:
-        return segment(rgb) if segment else m
+        return safe(segment, rgb) if segment else m
 
     good = [quality.measure(p.rgb, mask_for(p.rgb, p.mask)) for p in photos]
     out = Measured(good, {}, {}, {})
@@ -445,7 +453,7 @@ def measure_half(
         vals = []
         for seed in not_eyelid_seeds:
             rgb = fn(seed)
-            vals.append(quality.measure(rgb, seg_model(rgb)))
+            vals.append(quality.measure(rgb, safe(seg_model, rgb)))
         out.not_eyelid[kind] = vals
     return out
 
