@@ -112,7 +112,7 @@ def _torch_from_onnx(path: Path, features: dict | None = None) -> HbNet:
     from onnx import numpy_helper
 
     w = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
-    inv = float(w["net.features.inv"])
+    inv = float(w.get("net.features.inv", 0.5))  # unused (dropped) with per-channel widths
     features = features or {}
     proj = w["net.features.proj.weight"][:, :, 0, 0]
     n_centres = int(features.get("centres", proj.shape[0]))

@@ -50,6 +50,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-eyes", action="store_true", help="children only (CP-AnemiC), as in version 1"
     )
+    p.add_argument(
+        "--per-population",
+        action="store_true",
+        help="choose the Hb model variant (incl. a children-only fit) per population on the "
+        "inner folds (issue 11 experiment; off: the shipped 2.0.0 procedure)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for splits and models (default 0)")
     p.add_argument(
         "--threads", type=int, default=2, help="torch/BLAS threads (default 2, the core count)"
@@ -98,6 +104,10 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _setup(args: argparse.Namespace) -> Path:
+    if getattr(args, "per_population", False):
+        from . import crossval
+
+        crossval.PER_POPULATION = True
     import torch
 
     torch.set_num_threads(max(1, args.threads))
@@ -193,6 +203,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     bar.close()
     cmd = "hbscreen evaluate" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
+    if args.per_population:
+        cmd += " --per-population"
     if args.previous_models:
         cmd += " --previous-models DIR (the version-1 regression model)"
     path = write_report(ev, args.out, cmd)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hbscreen.inference.preprocess import regression_input
 
@@ -56,6 +57,18 @@ CANDIDATES: dict[str, RegressorConfig] = {
 # The issue-3 procedure (no group input, children's colour model) refitted on the same folds:
 # the "previous model" row of the report.
 PREVIOUS = RegressorConfig(colour="lab")
+# Candidates fitted on ONE population's items only, in their own preprocessing, eligible only
+# for that population's head (issue 11: pooling with the adults cost the children ~0.06 MAE).
+# The issue-3 children's recipe is one: its centres are mapped into the card's normalisation
+# when it is composed into the one graph (compose_heads).
+POPULATION_ONLY: dict[str, tuple[str, RegressorConfig]] = {"children_only": ("child", PREVIOUS)}
+# Off (the shipped 2.0.0 procedure): one candidate for all populations, chosen by the mean
+# over populations of the inner MAE. On (`--per-population`): each population's head from its
+# own inner-fold winner, POPULATION_ONLY included. Measured on the evaluation folds
+# (reports/per-population/): children 1.437 MAE / AUC<11 0.805 (previous recipe on the same
+# folds 1.443 / 0.803) but sensitivity 0.84 < 0.85; the 62 women's inner folds chose the
+# mean-colour model in 4/5 folds and women fell to 1.31 / AUC 0.81: nobody validated, so off.
+PER_POPULATION = False
 # --quick (smoke runs, CI): one small variant.
 QUICK_CANDIDATES: dict[str, RegressorConfig] = {
     "hybrid_chroma": RegressorConfig(
@@ -71,6 +84,7 @@ class CVResult:
     pred: np.ndarray
     folds: list[np.ndarray]
     chosen: list[str] = field(default_factory=list)
+    chosen_per_population: list[dict[str, str]] = field(default_factory=list)
     inner_scores: list[dict[str, float]] = field(default_factory=list)
     models: list[TrainedRegressor] = field(default_factory=list)
     margin: np.ndarray | None = None  # per item: its fold model's margin for its population
@@ -157,12 +171,19 @@ def inner_oof(
     cfg: RegressorConfig,
     seed: int,
     inner_splits: int,
+    only: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Out-of-fold predictions of `cfg` inside `idx` (group folds of idx only)."""
+    """Out-of-fold predictions of `cfg` inside `idx` (group folds of idx only); with `only`
+    (bool over idx) trained and predicted on those items only (NaN elsewhere), on the same
+    inner folds."""
     inner = group_kfold([task.groups[i] for i in idx], inner_splits, seed + 1)
-    pred = np.zeros(len(idx))
+    pred = np.full(len(idx), np.nan) if only is not None else np.zeros(len(idx))
     for test in inner:
         tr = np.setdiff1d(np.arange(len(idx)), test)
+        if only is not None:
+            tr, test = tr[only[tr]], test[only[test]]
+            if len(test) == 0:
+                continue
         model, x = fit_config(cache, idx[tr], task, cfg, seed)
         pred[test] = predict(model, x, task, idx[test])
     return pred
@@ -184,18 +205,138 @@ def select_and_fit(
     if len(candidates) == 1 and not with_margin:
         name, cfg = next(iter(candidates.items()))
         return name, {}, fit_config(cache, idx, task, cfg, seed)[0]
+    per_population = PER_POPULATION
+    pop_only = POPULATION_ONLY if (per_population and candidates is CANDIDATES) else {}
     scores: dict[str, float] = {}
     inner_pred: dict[str, np.ndarray] = {}
     for name, cfg in candidates.items():
         inner_pred[name] = inner_oof(cache, idx, task, cfg, seed, inner_splits)
         scores[name] = population_score(task, idx, inner_pred[name])
     best = min(scores, key=scores.get)
-    model, _ = fit_config(cache, idx, task, candidates[best], seed)
+    eligible = {p: list(candidates) for p in candidates[best].populations}
+    for name, (pop, cfg) in pop_only.items():
+        only = np.array([q == pop for q in task.subset_pops(idx)])
+        if pop in eligible and only.any():
+            inner_pred[name] = inner_oof(cache, idx, task, cfg, seed, inner_splits, only)
+            eligible[pop].append(name)
+    per_pop = per_population_choice(task, idx, inner_pred, eligible, best) if per_population else {}
+    if len(set(per_pop.values())) <= 1:
+        model, _ = fit_config(cache, idx, task, candidates[best], seed)
+        oof = inner_pred[best]
+    else:
+        fitted = {}
+        for c in dict.fromkeys([best, *per_pop.values()]):
+            if c in candidates:
+                fitted[c] = fit_config(cache, idx, task, candidates[c], seed)[0]
+            else:
+                pop, cfg = pop_only[c]
+                own = idx[np.array([q == pop for q in task.subset_pops(idx)])]
+                fitted[c] = fit_config(cache, own, task, cfg, seed)[0]
+        model = compose_heads(fitted, per_pop, best)
+        best = "per_population(" + ",".join(f"{p}={c}" for p, c in per_pop.items()) + ")"
+        pops_arr = np.array(task.subset_pops(idx))
+        oof = np.zeros(len(idx))
+        for p, c in per_pop.items():
+            oof[pops_arr == p] = inner_pred[c][pops_arr == p]
+    model.chosen_per_population = dict(per_pop)
     pops = model.cfg.populations or sorted(set(task.pops))
-    margins = population_margins(task, idx, inner_pred[best], pops)
+    margins = population_margins(task, idx, oof, pops)
     model.population_margins = margins
     model.referral_margin = max(margins.values()) if margins else None
     return best, scores, model
+
+
+def per_population_choice(
+    task: Task,
+    idx: np.ndarray,
+    inner_pred: dict[str, np.ndarray],
+    eligible: dict[str, list[str]],
+    fallback: str,
+) -> dict[str, str]:
+    """Per population (issue 11): among the candidates eligible for it, the one with the
+    lowest inner out-of-fold MAE on that population's scored items, so the 413 children and
+    the 160 adults each get the variant their own inner folds prefer (ties and empty
+    populations: the overall choice)."""
+    pops = np.array(task.subset_pops(idx))
+    ok = task.scored[idx]
+    out: dict[str, str] = {}
+    for p, names in eligible.items():
+        k = ok & (pops == p)
+        if not k.any():
+            out[p] = fallback
+            continue
+        maes = {c: float(np.abs(inner_pred[c][k] - task.y[idx][k]).mean()) for c in names}
+        out[p] = min(maes, key=lambda c: (maes[c], c != fallback))
+    return out
+
+
+def compose_heads(
+    fitted: dict[str, TrainedRegressor], per_pop: dict[str, str], base: str
+) -> TrainedRegressor:
+    """One graph from candidates fitted on (possibly different) items: the card's input is
+    `base`'s (its normalisation and target standardisation). The graph computes the union of
+    the candidates' colour centres, each mapped into the card's normalisation with
+    per-channel widths (exact on fully-masked pixels: an affine change of colour units), and
+    the pooled colour channels; each population's head takes its own candidate's weights
+    (zeros on the other centres; unused centres dropped), rescaled to the card's target
+    standardisation. The head stays linear per population, so Grad-CAM still equals CAM."""
+    from .regressor import HbNet
+
+    card = fitted[base]
+    n_ident = card.net.features.identity_channels
+    ch = card.net.features.hist_channels
+    mu, sd = np.asarray(card.cfg.mean[:ch], np.float64), np.asarray(card.cfg.std[:ch], np.float64)
+    names = list(dict.fromkeys(per_pop.values()))
+    centres, widths, blocks = [], [], []
+    for c in names:
+        m = fitted[c]
+        f = m.net.features
+        if f.hist_channels != ch or (f.identity_channels not in (0, n_ident)):
+            raise ValueError(f"candidate {c} does not share the card's colour channels")
+        k = f.n_centres
+        if k:
+            w = f.proj.weight.detach().numpy()[:, :, 0, 0].astype(np.float64)  # 2*iv*c
+            if f.quad is None:
+                iv = np.full((k, ch), float(f.inv))
+            else:
+                iv = -f.quad.weight.detach().numpy()[:, :, 0, 0].astype(np.float64)
+            cen, wid = w / (2 * iv), np.sqrt(1.0 / (2 * iv))
+            mu_c = np.asarray(m.cfg.mean[:ch], np.float64)
+            sd_c = np.asarray(m.cfg.std[:ch], np.float64)
+            centres.append((cen * sd_c + mu_c - mu) / sd)  # x_c = (x_card * sd + mu - mu_c)/sd_c
+            widths.append(wid * sd_c / sd)
+        blocks.append(k)
+    pops = list(card.cfg.populations)
+    total = sum(blocks)
+    weight = np.zeros((len(pops), total + n_ident))
+    bias = np.zeros(len(pops))
+    for j, p in enumerate(pops):
+        c = per_pop[p]
+        m = fitted[c]
+        row = m.cfg.populations.index(p) if m.cfg.populations else 0
+        scale = m.y_std / card.y_std
+        hw = m.net.head_weight.detach().numpy().astype(np.float64)[row] * scale
+        k = blocks[names.index(c)]
+        start = sum(blocks[: names.index(c)])
+        weight[j, start : start + k] = hw[:k]
+        if m.net.features.identity_channels:
+            if m.cfg.mean != card.cfg.mean or m.cfg.std != card.cfg.std:
+                raise ValueError(f"candidate {c}: pooled channels in another normalisation")
+            weight[j, total:] = hw[k:]
+        hb0 = float(m.net.head_bias.detach().numpy()[row]) * m.y_std + m.y_mean
+        bias[j] = (hb0 - card.y_mean) / card.y_std
+    keep = np.flatnonzero(np.abs(weight[:, :total]).max(axis=0) > 0)
+    cen = np.concatenate(centres)[keep] if centres else np.zeros((0, ch))
+    wid = np.concatenate(widths)[keep] if widths else np.zeros((0, ch))
+    weight = np.hstack([weight[:, keep], weight[:, total:]])
+    net = HbNet(cen, 1.0, identity_channels=n_ident, populations=len(pops), widths=wid)
+    with torch.no_grad():
+        net.head_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        net.head_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    net.eval()
+    cfg = replace(card.cfg, centres=len(keep), domain_features=True)
+    alpha = float(np.mean([fitted[c].alpha for c in names]))
+    return TrainedRegressor(net, cfg, card.y_mean, card.y_std, alpha)
 
 
 def onnx_predict(path: Path, x: np.ndarray, with_heatmap: bool = False, group=None):
@@ -245,6 +386,7 @@ def cv_regressor(
         margins = getattr(model, "population_margins", {}) or {}
         res.margin[test] = [margins.get(task.pops[i], model.referral_margin or 0.0) for i in test]
         res.chosen.append(name)
+        res.chosen_per_population.append(getattr(model, "chosen_per_population", {}))
         res.inner_scores.append(scores)
         res.models.append(model)
         res.onnx_paths.append(path)

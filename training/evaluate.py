@@ -207,6 +207,7 @@ class Evaluation:
             "validated_groups": validated_groups(ver),
             "colour_baseline": self.figures(self.base.pred),
             "chosen_per_fold": self.reg.chosen,
+            "chosen_per_population_per_fold": self.reg.chosen_per_population,
             "inner_scores": self.reg.inner_scores,
             "margins_per_fold": [m.population_margins for m in self.reg.models],
             **self.extra,
@@ -264,7 +265,12 @@ def cross_validate(
     if not quick and (np.array(task.pops) == "child").any():
         ev.extra["previous_children_same_folds"] = previous_children(ev, cache, say)
     if extras and not quick:
-        best = Counter(reg.chosen).most_common(1)[0][0]
+        # the extras use one fixed candidate: the one most often chosen over folds and
+        # populations (a per-population composite is not itself a candidate)
+        picks = [
+            c for d in reg.chosen_per_population for c in d.values() if c in candidates
+        ] or reg.chosen
+        best = Counter(picks).most_common(1)[0][0]
         fixed = candidates[best]
         ev.extra["fixed_model"] = best
         ev.extra["candidates_same_folds"] = candidates_same_folds(ev, cache, say)

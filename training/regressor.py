@@ -254,6 +254,7 @@ class TrainedRegressor:
     # predictions of this model's own training items (training/crossval.py select_and_fit).
     referral_margin: float | None = None
     population_margins: dict[str, float] = field(default_factory=dict)
+    chosen_per_population: dict[str, str] = field(default_factory=dict)
 
     def group_matrix(self, pops: Sequence[str] | None, n: int) -> np.ndarray:
         """Population names -> N x P one-hot (ones for a model without group input)."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from hbscreen.inference.modelcard import Calibration, GroupInput, PopulationCalibration
 
+from . import crossval
 from .cpanemic import CITATIONS, LICENCE
 from .crossval import CANDIDATES, QUICK_CANDIDATES, InputCache, select_and_fit
 from .evaluate import N_SPLITS, cross_validate, validated_groups
@@ -30,7 +31,7 @@ from .hbdata import POPULATION_OF, POPULATIONS
 from .model_card_md import write_model_card_md
 from .regressor import renormalise
 
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 REPORT_METRICS = Path("reports") / "metrics.json"  # where `hbscreen evaluate` writes by default
 
 
@@ -99,6 +100,8 @@ def train_regression(
         "validation": ver,
         "colour_baseline_same_folds": s["colour_baseline"],
         "chosen_per_fold": ev.reg.chosen,
+        "chosen_per_population_per_fold": ev.reg.chosen_per_population,
+        "final_chosen_per_population": model.chosen_per_population,
         "note": (
             "Out-of-fold predictions of per-fold ONNX graphs (nested selection and margins); "
             "the shipped graph is refitted on all items with the same procedure. See "
@@ -108,7 +111,7 @@ def train_regression(
     card = regression_card(
         model,
         file=onnx_path.name,
-        version=VERSION,
+        version=VERSION if crossval.PER_POPULATION else "2.0.0",
         q80=cal["q80"],
         q95=cal["q95"],
         n_calibration=cal["n_calibration"],
@@ -197,12 +200,24 @@ def _architecture(model) -> str:
         else "no histogram"
     )
     ident = f" + the pooled {cfg.colour} channels (mean colour)" if cfg.identity else ""
+    per_pop = getattr(model, "chosen_per_population", {}) or {}
+    if len(set(per_pop.values())) > 1:
+        heads = (
+            "each population's head from the candidate its own inner folds chose ("
+            + ", ".join(f"{p}: {c}" for p, c in per_pop.items())
+            + "; children_only = the issue-3 recipe fitted on the children alone, its centres "
+            "mapped into this card's colour units), zeros on the other candidates' centres"
+        )
+    else:
+        heads = (
+            "shared ridge weights + a penalised deviation per capture domain + a "
+            "per-population offset"
+        )
     return (
         f"frozen 1x1-conv colour features ({hist}{ident}) -> mask-weighted global average "
         "pooling -> the population's linear head (input `group`, one-hot child/woman/man; "
-        "shared ridge weights + a penalised deviation per capture domain + a per-population "
-        f"offset; alpha {model.alpha:.3g}); heatmap = the head's weights applied per pixel, in "
-        "the graph"
+        f"{heads}; alpha {model.alpha:.3g}); heatmap = the head's weights applied per pixel, "
+        "in the graph"
     )
 
 
