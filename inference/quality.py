@@ -493,19 +493,27 @@ def _cut_off(m: np.ndarray) -> float:
     return border / max(outline, 1)
 
 
+def _edge_contact(m: np.ndarray) -> tuple[tuple[int, int, int, int], float] | None:
+    """(left, right, top, bottom) contact lengths of the mask with the frame edges, and the
+    lid's thickness (area over the long side of its rotated box); None for an empty mask."""
+    pts = cv2.findNonZero(m)
+    if pts is None:
+        return None
+    (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
+    thick = max(1.0, cv2.countNonZero(m) / max(rw, rh, 1.0))
+    edges = int(m[:, 0].sum()), int(m[:, -1].sum()), int(m[0].sum()), int(m[-1].sum())
+    return edges, thick
+
+
 def _ends_cut(m: np.ndarray) -> float:
     """Both ends of the lid outside the frame: the smaller of the contact lengths on two
     opposite frame edges, in units of the lid's thickness (the larger of the two pairs).
 
     One edge touched is a crop that cuts the lid; both opposite edges, the camera too close."""
-    area = cv2.countNonZero(m)
-    pts = cv2.findNonZero(m)
-    if pts is None:
+    contact = _edge_contact(m)
+    if contact is None:
         return 0.0
-    (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
-    thick = max(1.0, area / max(rw, rh, 1.0))
-    left, right = int(m[:, 0].sum()), int(m[:, -1].sum())
-    top, bottom = int(m[0].sum()), int(m[-1].sum())
+    (left, right, top, bottom), thick = contact
     return max(min(left, right), min(top, bottom)) / thick
 
 
@@ -513,14 +521,10 @@ def _one_end_cut(m: np.ndarray) -> float:
     """A crop that cuts the lid: contact with one frame edge beyond the opposite edge's, in
     units of the lid's thickness (a lid spanning the frame end to end is a close-up, not a cut;
     `too_close` judges that one)."""
-    area = cv2.countNonZero(m)
-    pts = cv2.findNonZero(m)
-    if pts is None:
+    contact = _edge_contact(m)
+    if contact is None:
         return 0.0
-    (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
-    thick = max(1.0, area / max(rw, rh, 1.0))
-    left, right = int(m[:, 0].sum()), int(m[:, -1].sum())
-    top, bottom = int(m[0].sum()), int(m[-1].sum())
+    (left, right, top, bottom), thick = contact
     return max(abs(left - right), abs(top - bottom)) / thick
 
 
