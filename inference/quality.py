@@ -427,8 +427,9 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     }
     if not cutout:
         out["outline_on_edge"] = _cut_off(ms) if area else None
-        out["ends_cut"] = _ends_cut(ms) if area else None
-        out["one_end_cut"] = _one_end_cut(ms) if area else None
+        contact = _edge_contact(ms)
+        out["ends_cut"] = _ends_cut(contact) if area else None
+        out["one_end_cut"] = _one_end_cut(contact) if area else None
         out["colourfulness"] = _colourfulness(rgb[::k, ::k].reshape(-1, 3))
     if area < 16:
         # Nothing to measure colour or focus on; but a dark or burnt-out frame is often WHY
@@ -455,7 +456,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     if cutout:  # the cut-out's alpha covers its reflections
         out["glare_share"] = _glare(pix, median_luma)
     else:  # the served segmentation leaves reflections out of its mask: fill them back in
-        out["glare_share"] = _glare(_lid_pixels(rgb, ms, k), median_luma)
+        out["glare_share"] = _glare(_lid_pixels(rgb, ms, k, contact), median_luma)
     if cutout:
         out["colourfulness"] = _colourfulness(pix)
         out["hue_cast"] = _hue_cast(pix, luma)
@@ -504,14 +505,16 @@ def _glare(pix: np.ndarray, median_luma: float) -> float:
     return float(np.mean(glare))
 
 
-def _lid_pixels(rgb: np.ndarray, ms: np.ndarray, k: int) -> np.ndarray:
-    """Pixels (float Nx3, on the framing subsample) of the lid band with what the
-    segmentation left out of it filled in: holes, and notches narrower than the band (a
-    reflection is not red, so the model does not call it conjunctiva)."""
-    contact = _edge_contact(ms)
+def _lid_pixels(rgb: np.ndarray, ms: np.ndarray, k: int, contact: Contact) -> np.ndarray:
+    """Pixels (float Nx3, on a subsample) of the lid band with what the segmentation left out
+    of it filled in: holes, and notches narrower than the band (a reflection is not red, so
+    the model does not call it conjunctiva). On the framing subsample `ms` (every k-th pixel),
+    thinned again so the band is ~6 samples thick: reflections span several of them."""
     if contact is None:
         return np.zeros((0, 3), np.float32)
-    t = max(3, int(contact[1]) | 1)
+    f = max(1, int(contact[1]) // 6)
+    ms = ms[::f, ::f]
+    t = max(3, int(contact[1] / f) | 1)
     filled = cv2.morphologyEx(
         ms, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (t, t)),
         borderType=cv2.BORDER_CONSTANT, borderValue=0,
@@ -520,7 +523,7 @@ def _lid_pixels(rgb: np.ndarray, ms: np.ndarray, k: int) -> np.ndarray:
     cv2.drawContours(filled, contours, -1, 1, cv2.FILLED)
     d = max(3, t // 4 | 1)  # and a rim of a quarter of the band: reflections on its edge
     filled = cv2.dilate(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
-    return rgb[::k, ::k][filled.astype(bool)].astype(np.float32)
+    return rgb[:: k * f, :: k * f][filled.astype(bool)].astype(np.float32)
 
 
 def _cut_off(m: np.ndarray) -> float:
@@ -540,7 +543,10 @@ def _cut_off(m: np.ndarray) -> float:
     return border / max(outline, 1)
 
 
-def _edge_contact(m: np.ndarray) -> tuple[tuple[int, int, int, int], float] | None:
+Contact = tuple[tuple[int, int, int, int], float] | None
+
+
+def _edge_contact(m: np.ndarray) -> Contact:
     """(left, right, top, bottom) contact lengths of the mask with the frame edges, and the
     lid's thickness (area over the long side of its rotated box); None for an empty mask."""
     pts = cv2.findNonZero(m)
@@ -559,23 +565,21 @@ def _edge_contact(m: np.ndarray) -> tuple[tuple[int, int, int, int], float] | No
     return edges, thick
 
 
-def _ends_cut(m: np.ndarray) -> float:
+def _ends_cut(contact: Contact) -> float:
     """Both ends of the lid outside the frame: the smaller of the contact lengths on two
     opposite frame edges, in units of the lid's thickness (the larger of the two pairs).
 
     One edge touched is a crop that cuts the lid; both opposite edges, the camera too close."""
-    contact = _edge_contact(m)
     if contact is None:
         return 0.0
     (left, right, top, bottom), thick = contact
     return max(min(left, right), min(top, bottom)) / thick
 
 
-def _one_end_cut(m: np.ndarray) -> float:
+def _one_end_cut(contact: Contact) -> float:
     """A crop that cuts the lid: contact with one frame edge beyond the opposite edge's, in
     units of the lid's thickness (a lid spanning the frame end to end is a close-up, not a cut;
     `too_close` judges that one)."""
-    contact = _edge_contact(m)
     if contact is None:
         return 0.0
     (left, right, top, bottom), thick = contact
