@@ -246,7 +246,7 @@ RULES: tuple[Rule, ...] = (
         "share of the lid band (what the segmentation left out of it filled in) covered by "
         "shiny white reflections",
         "max",
-        0.01,
+        0.012,
         "Light reflections cover the eyelid. Turn off the flash or change the angle.",
         "photo",
     ),
