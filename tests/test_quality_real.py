@@ -1,7 +1,9 @@
 """The quality gate on real eye photos (Eyes-defy-anemia, read-only from ../shared; skipped
-when absent): good photos pass, the same photos degraded on purpose are refused with the code
-whose hint fixes them. Thresholds were chosen on the calibration half
-(hbscreen.training.quality_calibration); this checks both halves, held-out included.
+when absent), as served: every photo, good or degraded, is judged on the mask the pipeline's
+own segmentation gives it (Pipeline.segment), never on the expert's. Good photos pass, the same
+photos degraded on purpose are refused with the code whose hint fixes them. Thresholds were
+chosen on the calibration half (hbscreen.training.quality_calibration --masks model); this
+checks both halves, held-out included.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from hbscreen.inference.quality import assess
 from hbscreen.training import quality_calibration as qc
 
 DATA = Path(
@@ -43,21 +44,25 @@ def test_good_real_photos_are_accepted(halves) -> None:
     (held-out 30/32: two close-ups whose lid runs along one frame edge, told cut off)."""
     refused = {}
     for half, photos in halves.items():
-        r = {p.name: qc.verdict(p.rgb, p.mask) for p in photos}
+        r = {p.name: qc.verdict(p.rgb) for p in photos}
         refused[half] = {k: v for k, v in r.items() if v}
         assert len(refused[half]) <= 0.10 * len(photos), (half, refused[half])
     n = sum(len(p) for p in halves.values())
     assert sum(len(r) for r in refused.values()) <= 0.05 * n, refused
 
 
-# Targets not reached (see the calibration table): a crop that removes a third of the lid
-# touches the frame edge no more than many good close-ups of this device do, and a 15-30 px
-# smear is often told "blurry" or leaves enough detail to pass. Strict: fixing them shows up.
+# Targets not reached on the served masks (see the calibration table). Strict: fixing them
+# shows up here.
 NOT_REACHED = {
-    "crop cuts the lid": "one-end contact does not separate cut lids from good close-ups",
-    "motion 15 px": "motion told apart from defocus in about half the cases",
-    "motion 30 px": "motion told apart from defocus in about two thirds of the cases",
-    "JPEG q30 + blur 8": "JPEG keeps horizontal detail: some are told motion (88% held-out)",
+    "crop cuts the lid": "good photos of this device already run off the frame at the lid's "
+    "full thickness (edge contact / thickness up to 1.1-1.35, cut lids 0.35-1.2): no frame "
+    "contact measure separates them",
+    "motion 15 px": "about half told apart from defocus (61% / 50%): the along/across "
+    "detail ratios of a 15 px smear overlap sharp photos' (and examples/eyelid.jpg's)",
+    "motion 30 px": "76% / 81%: the rest are told too_close (lid running off both sides, "
+    "focus low) or blurry (photos soft across the movement too)",
+    "over-exposed x2.5": "84% held-out: a dark photo x2.5 keeps an unburnt white; some are "
+    "told glare, or the served model finds no conjunctiva",
 }
 
 
@@ -75,8 +80,8 @@ def test_degraded_real_photos_are_caught_with_the_right_code(halves, deg) -> Non
     photos = halves["held-out"][::2]  # half the held-out photos keeps the test near a minute
     told = []
     for i, p in enumerate(photos):
-        rgb, m = deg.fn(p.rgb, p.mask, i)
-        told.append(qc.verdict(rgb, m))
+        rgb, _ = deg.fn(p.rgb, p.mask, i)  # (the expert mask only places glare and crops)
+        told.append(qc.verdict(rgb))
     hit = sum(deg.caught(v) for v in told)
     assert hit >= 0.9 * len(photos), (deg.name, told)
 
@@ -86,7 +91,7 @@ def test_what_phones_and_messengers_do_is_not_refused(halves, variant) -> None:
     photos = halves["held-out"][::2]
     refused = []
     for i, p in enumerate(photos):
-        rgb, m = variant.fn(p.rgb, p.mask, i)
-        if not assess(rgb, m).ok:
+        rgb, _ = variant.fn(p.rgb, p.mask, i)
+        if qc.verdict(rgb):
             refused.append(p.name)
     assert len(refused) <= 0.05 * len(photos) + 1, refused

@@ -1,13 +1,17 @@
 """Calibrate the quality gate (inference/quality.py RULES) on real eye photos.
 
-Real photos: the 65 Eyes-defy-anemia full photos with expert masks (one per patient), split
-by patient into a calibration half (thresholds are chosen there) and a held-out half (only
-reported). Each good photo is also degraded on purpose (blur, motion, exposure, glare, lamp
-casts, greyscale, JPEG q30, a crop that cuts the lid, zoomed out); each degradation has the one
-code the gate must answer with. Not-an-eyelid images (a face, a cat, a document, a screenshot,
-red cloth) are procedural: no dataset pixels, nothing downloaded.
+Real photos: the 65 Eyes-defy-anemia full photos (one per patient), split by patient into a
+calibration half (thresholds are chosen there) and a held-out half (only reported), each judged
+as served: on the mask the pipeline's own segmentation gives it. (`--masks expert` judges the
+photos, good and degraded, on the experts' masks instead, to tell the gate's errors from the
+segmentation's; otherwise the experts' masks only place the added glare and the crops.) Each
+good photo is also degraded on purpose (blur, motion, exposure, glare, lamp casts, greyscale,
+JPEG q30, a crop that cuts the lid, zoomed out, too close); each degradation has the one code
+the gate must answer with. Not-an-eyelid images (a face, a cat, a document, a screenshot, red
+cloth) are procedural: no dataset pixels, nothing downloaded.
 
-    python -m hbscreen.training.quality_calibration [--data DIR] [--masks expert|model]
+    python -m hbscreen.training.quality_calibration [--data DIR] [--masks model|expert]
+        [--cache FILE.pkl]
 
 prints, per half, check x (good photos refused, degraded photos caught with the right code),
 and, for each RULES row, the threshold the calibration half suggests next to the one in use.
@@ -143,16 +147,20 @@ def cut_lid(rgb: Array, mask: Array) -> tuple[Array, Array]:
 
 
 def zoom_out(rgb: Array, mask: Array, factor: float) -> tuple[Array, Array]:
-    """The same eye photographed from further away: shrunk into a frame of skin-coloured
-    surroundings (blurred, mirrored copy of the photo's own border) at the same frame size."""
+    """The same eye photographed from further away: shrunk into the middle of a frame of the
+    same size whose surroundings continue the photo's own border (its edge pixels carried
+    outwards and smoothed: skin, lid, no second eye) with sensor noise."""
     h, w = rgb.shape[:2]
     sw, sh = max(8, round(w / factor)), max(8, round(h / factor))
     small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
     msmall = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA)
-    canvas = cv2.resize(cv2.GaussianBlur(rgb, (0, 0), 25), (w, h))
-    cm = np.zeros(mask.shape, np.float32)
     y0, x0 = (h - sh) // 2, (w - sw) // 2
+    canvas = cv2.copyMakeBorder(small, y0, h - sh - y0, x0, w - sw - x0, cv2.BORDER_REPLICATE)
+    canvas = cv2.GaussianBlur(canvas.astype(np.float32), (0, 0), max(h, w) / 40)
+    canvas += np.random.default_rng(0).normal(0, 2.0, canvas.shape).astype(np.float32)
+    canvas = np.clip(canvas, 0, 255).astype(np.uint8)
     canvas[y0 : y0 + sh, x0 : x0 + sw] = small
+    cm = np.zeros(mask.shape, np.float32)
     cm[y0 : y0 + sh, x0 : x0 + sw] = msmall
     return canvas, cm
 
@@ -395,9 +403,19 @@ def not_eyelid_images(n_per_kind: int = 6) -> Iterator[tuple[str, int, Array]]:
 Values = dict[str, float | None]
 
 
-def verdict(rgb: Array, mask: Array) -> list[str]:
-    """The codes the person is told about (after precedence), empty when accepted."""
-    return told(quality.measure(rgb, mask))
+def served_mask(rgb: Array) -> Array:
+    """The conjunctiva mask the served pipeline uses for this photo (Pipeline.segment, the
+    shipped segmentation model with its two passes)."""
+    from hbscreen.inference.pipeline import Pipeline
+
+    return safe(Pipeline.shared().segment, rgb)
+
+
+def verdict(rgb: Array, mask: Array | None = None) -> list[str]:
+    """The codes the person is told about (after precedence), empty when accepted; judged on
+    the served mask unless a mask is given (the expert's, to separate the gate's errors from
+    the segmentation's)."""
+    return told(quality.measure(rgb, served_mask(rgb) if mask is None else mask))
 
 
 def told(values: Values) -> list[str]:
@@ -432,9 +450,6 @@ def measure_half(
 ) -> Measured:
     """Measure everything for one half. `segment`: None = the expert masks for the photos (the
     served model is always used for the non-eyelids: there is no expert mask of a cat)."""
-    from hbscreen.inference.pipeline import Pipeline
-
-    seg_model = Pipeline.shared().segment
 
     def mask_for(rgb: Array, m: Array) -> Array:
         return safe(segment, rgb) if segment else m
@@ -453,7 +468,7 @@ def measure_half(
         vals = []
         for seed in not_eyelid_seeds:
             rgb = fn(seed)
-            vals.append(quality.measure(rgb, safe(seg_model, rgb)))
+            vals.append(quality.measure(rgb, served_mask(rgb)))
         out.not_eyelid[kind] = vals
     return out
 
@@ -527,8 +542,9 @@ def main() -> None:  # pragma: no cover - a report, run by hand
     ap.add_argument(
         "--masks",
         choices=("expert", "model"),
-        default="expert",
-        help="conjunctiva masks of the real photos: the experts' or the served model's",
+        default="model",
+        help="conjunctiva masks of the real photos: the served model's (as the pipeline runs; "
+        "the default) or the experts' (to tell the gate's errors from the segmentation's)",
     )
     ap.add_argument(
         "--cache",
