@@ -227,10 +227,9 @@ def test_per_population_heads_compose_into_one_graph(data, tmp_path: Path) -> No
 def test_children_choice_keeps_the_joint_head_for_adults(data, monkeypatch) -> None:
     """Issue 11 rule: the adults' heads are the joint winner's; the children's is the joint
     winner or the children-only recipe (whichever the inner folds prefer on children), and
-    every population gets a bootstrap margin at least the plain 0.85 margin."""
+    every population gets a margin."""
     from hbscreen.training import crossval
     from hbscreen.training.hbdata import HEADS, POPULATIONS
-    from hbscreen.training.metrics import referral_margin
 
     rgbas, hb = data
     pops = [POPULATIONS[i % 3] for i in range(len(hb))]
@@ -251,17 +250,10 @@ def test_children_choice_keeps_the_joint_head_for_adults(data, monkeypatch) -> N
     )
     monkeypatch.setattr(crossval, "POPULATION_CHOICE", "children")
     cache = crossval.InputCache(rgbas)
-    name, scores, model = crossval.select_and_fit(cache, np.arange(n), task, 0)
+    _, scores, model = crossval.select_and_fit(cache, np.arange(n), task, 0)
     best = min(scores, key=scores.get)
     per = model.chosen_per_population
     assert per["woman"] == per["man"] == best
     assert per["child"] in (best, "children_only")
     assert set(model.population_margins) == set(POPULATIONS)
     assert all(m >= 0 for m in model.population_margins.values())
-    # the bootstrap rule is never below the plain one on the same predictions
-    rng = np.random.default_rng(0)
-    yy = rng.normal(11, 1.5, 80)
-    pp = yy + rng.normal(0, 1.0, 80)
-    from hbscreen.training.metrics import referral_margin_bootstrap
-
-    assert referral_margin_bootstrap(yy, pp) >= referral_margin(yy, pp)

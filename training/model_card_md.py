@@ -105,8 +105,7 @@ def write_model_card_md(
         "population was chosen on out-of-fold predictions of the training items so that",
         "sensitivity 0.85 holds at the lower end of the 80% bootstrap interval of that",
         "sensitivity (the same rule for every population); groups the model is not validated",
-        "for use the wider of the margin and the",
-        "population's 80% half-width.",
+        "for use the wider of the margin and the population's 80% half-width.",
         "",
     ]
     if loso:
