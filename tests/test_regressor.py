@@ -222,3 +222,38 @@ def test_per_population_heads_compose_into_one_graph(data, tmp_path: Path) -> No
     export_onnx(model, path)
     g = model.group_matrix(pops, n)
     assert np.abs(onnx_predict(path, x, group=g) - got).max() < 1e-4
+
+
+def test_children_choice_keeps_the_joint_head_for_adults(data, monkeypatch) -> None:
+    """Issue 11 rule: the adults' heads are the joint winner's; the children's is the joint
+    winner or the children-only recipe (whichever the inner folds prefer on children), and
+    every population gets a margin."""
+    from hbscreen.training import crossval
+    from hbscreen.training.hbdata import HEADS, POPULATIONS
+
+    rgbas, hb = data
+    pops = [POPULATIONS[i % 3] for i in range(len(hb))]
+    y = np.asarray(hb) + np.array([{"child": 0.0, "woman": 1.0, "man": 2.0}[p] for p in pops])
+    cut = np.array([{"child": 11.0, "woman": 12.0, "man": 13.0}[p] for p in pops])
+    n = len(y)
+    task = crossval.Task(y, pops, [str(i) for i in range(n)], cut, np.ones(n, bool))
+    pop = {"populations": list(POPULATIONS), "heads": list(HEADS)}
+    small = {
+        "hist": RegressorConfig(colour="lab_chroma", identity=True, centres=8, **pop),
+        "mean": RegressorConfig(colour="lab_chroma", identity=True, centres=0, **pop),
+    }
+    monkeypatch.setattr(crossval, "CANDIDATES", small)
+    monkeypatch.setattr(
+        crossval,
+        "POPULATION_ONLY",
+        {"children_only": ("child", replace(crossval.PREVIOUS, centres=8))},
+    )
+    monkeypatch.setattr(crossval, "POPULATION_CHOICE", "children")
+    cache = crossval.InputCache(rgbas)
+    _, scores, model = crossval.select_and_fit(cache, np.arange(n), task, 0)
+    best = min(scores, key=scores.get)
+    per = model.chosen_per_population
+    assert per["woman"] == per["man"] == best
+    assert per["child"] in (best, "children_only")
+    assert set(model.population_margins) == set(POPULATIONS)
+    assert all(m >= 0 for m in model.population_margins.values())

@@ -51,10 +51,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--no-eyes", action="store_true", help="children only (CP-AnemiC), as in version 1"
     )
     p.add_argument(
-        "--per-population",
-        action="store_true",
-        help="choose the Hb model variant (incl. a children-only fit) per population on the "
-        "inner folds (issue 11 experiment; off: the shipped 2.0.0 procedure)",
+        "--population-choice",
+        choices=("joint", "children", "all"),
+        default="children",
+        help="how each population's Hb head is chosen on the inner folds: 'children' (default) "
+        "the joint winner for adults and, for children, the joint winner or the children-only "
+        "recipe; 'joint' one variant for all (the 2.0.0 procedure); 'all' every variant per "
+        "population (the reports/per-population experiment)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for splits and models (default 0)")
     p.add_argument(
@@ -104,10 +107,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _setup(args: argparse.Namespace) -> Path:
-    if getattr(args, "per_population", False):
-        from . import crossval
+    from . import crossval
 
-        crossval.PER_POPULATION = True
+    crossval.POPULATION_CHOICE = args.population_choice
     import torch
 
     torch.set_num_threads(max(1, args.threads))
@@ -203,8 +205,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     bar.close()
     cmd = "hbscreen evaluate" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
-    if args.per_population:
-        cmd += " --per-population"
+    if args.population_choice != "children":
+        cmd += f" --population-choice {args.population_choice}"
     if args.previous_models:
         cmd += " --previous-models DIR (the version-1 regression model)"
     path = write_report(ev, args.out, cmd)

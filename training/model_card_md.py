@@ -102,9 +102,10 @@ def write_model_card_md(
         "",
         "Intervals are Mondrian split-conformal: half-widths from each population's own",
         "out-of-fold residuals (card `calibration.per_population`). The referral margin of each",
-        "population was chosen for sensitivity 0.85 on out-of-fold predictions of the training",
-        "items; groups the model is not validated for use the wider of the margin and the",
-        "population's 80% half-width.",
+        "population was chosen on out-of-fold predictions of the training items so that",
+        "sensitivity 0.85 holds at the lower end of the 80% bootstrap interval of that",
+        "sensitivity (the same rule for every population); groups the model is not validated",
+        "for use the wider of the margin and the population's 80% half-width.",
         "",
     ]
     if loso:
