@@ -13,8 +13,11 @@ down. Cancelling again until the task has ended, within a bound, makes the stop 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 RECANCEL_S = 0.5  # a cancelled task normally ends within milliseconds; then it is asked again
 
@@ -32,14 +35,16 @@ async def cancel_and_wait(
     every = {tasks} if isinstance(tasks, asyncio.Future) else set(tasks)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    pending = every
+    pending, asked = every, set()
     while True:
         pending = {t for t in pending if not t.done()}
         left = deadline - loop.time()
         if not pending or left <= 0:
             break
         for task in pending:
-            task.cancel()
+            if task.cancel() and task in asked:  # rare: worth a line when it happens
+                log.info("a task missed its cancel, cancelled again", extra={"task": repr(task)})
+        asked |= pending
         await asyncio.wait(pending, timeout=min(recancel_s, left))
     for task in every - pending:
         if not task.cancelled():
