@@ -16,10 +16,11 @@ from telegram.constants import ParseMode
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import ApplicationBuilder, Defaults
 
+from hbscreen.inference.aio import cancel_and_wait
 from hbscreen.inference.queue.protocol import JobQueue
 from hbscreen.settings import Settings, get_settings
 
-from . import logscrub
+from . import delivery, logscrub
 from .concurrency import PerChatRateLimiter, PerChatUpdateProcessor
 from .conversation import register_handlers
 from .delivery import run_delivery
@@ -33,6 +34,7 @@ from .updates import guard_replays
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_UPDATES = 256
+DELIVERY_STOP_S = 3 * delivery.STOP_S  # at shutdown, for the delivery task and its own
 
 
 class StartupError(RuntimeError):
@@ -114,11 +116,13 @@ async def _compact_store(context: BotContext) -> None:
 
 
 async def _post_stop(application: BotApplication) -> None:
+    """Stop the delivery loops; bounded, so a stop never hangs (hbscreen.inference.aio).
+    What was not delivered stays in the book for the next bot process."""
     task, application.bot_data.delivery_task = application.bot_data.delivery_task, None
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    # Asked again only after its own stop had its time (a new cancel would cut that short).
+    again = delivery.STOP_S + 1.0
+    if task is not None and await cancel_and_wait(task, DELIVERY_STOP_S, recancel_s=again):
+        log.error("the delivery task did not stop within %.0f s", DELIVERY_STOP_S)
 
 
 async def _post_shutdown(application: BotApplication) -> None:

@@ -48,6 +48,7 @@ from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import ExtBot
 
+from hbscreen.inference.aio import cancel_and_wait
 from hbscreen.inference.crypto import Sealer
 from hbscreen.inference.queue.protocol import JobOutcome
 from hbscreen.inference.result import ScreeningResult
@@ -64,6 +65,7 @@ DONE_TTL_S = 2 * 24 * 3600  # "already delivered" markers: longer than any outco
 # Deliveries in flight per bot process: Telegram allows ~30 messages a second, and one chat's
 # delivery may wait up to a second for its own per-chat pace (bot/concurrency.py).
 MAX_PARALLEL = 64
+STOP_S = 5.0  # at shutdown: how long the intake and the attempts in flight get to stop
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,11 +360,11 @@ class Deliverer:
         try:
             await self._dispatch_forever()
         finally:
-            intake.cancel()
-            tasks = [intake, *self.running.values()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Not gather(): a cancel lost in redis-py would leave the intake running and this
+            # waiting forever (hbscreen.inference.aio). An attempt cut short keeps its steps.
+            left = await cancel_and_wait([intake, *self.running.values()], STOP_S)
+            if left:
+                log.error("delivery tasks did not stop", extra={"count": len(left)})
 
     # -- intake
     async def _intake_forever(self) -> None:
@@ -446,10 +448,15 @@ class Deliverer:
             await self._end(p, state)
 
     async def _renew(self, job_id: str) -> None:
+        """Until cancelled, or until the lease is no longer ours (the attempt ended and
+        released it): then a renewer that missed its cancel stops by itself."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            with contextlib.suppress(Exception):
-                await self.book.renew(job_id, self.owner, self.lease_s)
+            try:
+                if not await self.book.renew(job_id, self.owner, self.lease_s):
+                    return
+            except Exception:  # Redis unavailable: try again at the next tick
+                continue
 
     async def _retry_later(self, p: Pending, e: Exception) -> str:
         reason = _reason(e)

@@ -10,6 +10,8 @@ import pytest
 from hbscreen.standin import BotAPIStandIn
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (a fixture, re-exported)
 
+pytest_plugins = ["tests.timeout_dump"]  # on a timeout, every asyncio task's stack
+
 
 @pytest.fixture
 async def standin() -> AsyncIterator[BotAPIStandIn]:

@@ -8,9 +8,11 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from ..aio import cancel_and_wait
 from .protocol import Job, JobOutcome, JobQueue, QueueBusy
 
 BUSY_BACKOFF_S = 0.2
+STOP_S = 5.0  # leaving early: how long the reader and the submitter get to stop
 
 
 async def screen_via_queue(
@@ -78,11 +80,8 @@ async def screen_via_queue(
             room.release()
             yield path, o
     finally:
-        for task in (producer, nxt):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        # Not cancel() and await: a cancel lost in redis-py would wait for ever (..aio).
+        await cancel_and_wait([t for t in (producer, nxt) if t is not None], STOP_S)
         with contextlib.suppress(Exception):
             await outcomes.aclose()  # type: ignore[attr-defined]
         # Left early (interrupted, timed out): the rest of the batch must not be screened for
