@@ -32,9 +32,9 @@ from hbscreen.training.segmentation import (
     load_real_photos,
 )
 
-RADII = (2, 4, 8, 16)  # px at the working scale
+RADII = (4, 8, 16, 24, 32)  # px at the working scale
 EPS = (1e-4, 1e-3, 1e-2)
-LONG_SIDES = (640, 1280)  # working scale: the photo's long side
+LONG_SIDES = (320, 640)  # working scale: the photo's long side (1280: never chosen, 5x slower)
 
 
 class Replay:

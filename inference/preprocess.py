@@ -107,10 +107,15 @@ def segment_two_pass(
     if (y1 - y0) < 8 or (x1 - x0) < 8:
         return segmentation_mask(logits, (H, W), threshold)
     crop = rgb[y0:y1, x0:x1]  # a view: OpenCV reads it in place
-    fine = segmentation_mask(run(segmentation_input(crop, pre)), crop.shape[:2], threshold)
-    if guided:
+    logits = run(segmentation_input(crop, pre))
+    if guided:  # filtered at the card's working scale, then up to the crop once
         s = float(guided["long_side"]) / max(H, W)
-        fine = guided_refine(crop, fine, int(guided["radius"]), float(guided["eps"]), s)
+        hw = (max(1, round(crop.shape[0] * s)), max(1, round(crop.shape[1] * s)))
+        small = segmentation_mask(logits, hw, threshold)
+        small = guided_refine(crop, small, int(guided["radius"]), float(guided["eps"]))
+        fine = cv2.resize(small, crop.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    else:
+        fine = segmentation_mask(logits, crop.shape[:2], threshold)
     out = np.zeros((H, W), np.float32)
     out[y0:y1, x0:x1] = fine
     return out
@@ -130,18 +135,12 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return box(a) * guide + box(b)
 
 
-def guided_refine(
-    rgb: np.ndarray, prob: np.ndarray, radius: int, eps: float, scale: float
-) -> np.ndarray:
-    """Probability map snapped to the photo's edges: a guided filter (grey guide) at `scale` of
-    the photo's resolution (radius in pixels there), back at prob's size. The model's map is
-    blurred at its output stride (6+ px at 1280 px); the photo itself holds the sharp edge."""
-    h, w = prob.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    grey = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-    p = cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
-    q = guided_filter(grey.astype(np.float32) / 255.0, p, radius, eps)
-    return cv2.resize(q, (w, h), interpolation=cv2.INTER_LINEAR)
+def guided_refine(rgb: np.ndarray, prob: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Probability map (at any size) snapped to the edges of `rgb` (shrunk to the map's size as
+    the guide; radius in pixels of the map). The model's map is blurred at its output stride
+    (6+ px at 1280 px); the photo itself holds the sharp edge."""
+    grey = cv2.cvtColor(shrink(rgb, *prob.shape[:2]), cv2.COLOR_RGB2GRAY)
+    return guided_filter(grey.astype(np.float32) / 255.0, prob.astype(np.float32), radius, eps)
 
 
 def crop_box(mask: np.ndarray, margin: float = 0.08) -> tuple[int, int, int, int]:

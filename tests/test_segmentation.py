@@ -247,7 +247,7 @@ def test_guided_refine_snaps_a_blurred_map_to_the_photo_edge():
     rgb[truth] = (180, 40, 50)
     # the model's map: right place, edges blurred and shifted by its output stride
     prob = cv2.GaussianBlur(np.roll(truth, 4, axis=0).astype(np.float32), (0, 0), 6)
-    refined = guided_refine(rgb, prob, 4, 1e-3, 1.0)
+    refined = guided_refine(rgb, prob, 4, 1e-3)
     assert refined.shape == prob.shape
     assert iou_dice(refined >= 0.5, truth)[0] > iou_dice(prob >= 0.5, truth)[0] + 0.03
 
