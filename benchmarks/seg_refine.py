@@ -30,6 +30,7 @@ from hbscreen.training.segmentation import (
     cv_folds,
     iou_dice,
     load_real_photos,
+    parse_guided,
 )
 
 RADII = (4, 8, 16, 24, 32)  # px at the working scale
@@ -77,11 +78,16 @@ def main() -> int:
     ap.add_argument("--folds-dir", type=Path, required=True)
     ap.add_argument("--folds", type=int, nargs="+", default=list(range(CV_FOLDS)))
     ap.add_argument("--n-tune", type=int, default=20, help="training photos used to tune")
+    ap.add_argument(
+        "--guided",
+        metavar="RADIUS,EPS,LONG_SIDE",
+        help="also score this one setting (e.g. the one chosen on the pooled training photos)",
+    )
     a = ap.parse_args()
+    fixed = parse_guided(a.guided)
     cv2.setNumThreads(1)
     items = load_real_photos(a.photos)
     folds = cv_folds([p for p, _ in items], CV_FOLDS, 0)
-    report = {}
     for k in a.folds:
         d = a.folds_dir / f"fold{k}"
         card = load_card("segmentation", d)
@@ -98,15 +104,20 @@ def main() -> int:
         scores = [mean_iou(tune, card, g) for g in grid]
         best = grid[int(np.argmax(scores))]
         test = photo_runs(sess, [x for x in items if x[0] in held])
-        report[k] = {
+        report = {
             "tuned_on_train_photos": len(tune),
             "best_params": best,
             "train_iou_plain": round(scores[0], 4),
             "train_iou_best": round(max(scores), 4),
             "held_out_iou_plain": round(mean_iou(test, card, None), 4),
             "held_out_iou_refined": round(mean_iou(test, card, best), 4),
+            "train_grid": [[g, round(v, 4)] for g, v in zip(grid, scores, strict=True)],
         }
-        print(json.dumps({k: report[k]}), flush=True)
+        if fixed:
+            report["fixed_params"] = fixed
+            report["train_iou_fixed"] = round(mean_iou(tune, card, fixed), 4)
+            report["held_out_iou_fixed"] = round(mean_iou(test, card, fixed), 4)
+        print(json.dumps({k: report}), flush=True)
     return 0
 
 

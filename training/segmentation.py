@@ -1020,7 +1020,8 @@ def attach_cv(
     return card
 
 
-def _guided_arg(text: str | None) -> dict[str, float] | None:
+def parse_guided(text: str | None) -> dict[str, float] | None:
+    """'RADIUS,EPS,LONG_SIDE' (command line) -> the card's guided_refine; empty -> None."""
     if not text:
         return None
     r, eps, side = text.split(",")
@@ -1119,7 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
         decoder=a.decoder,
         crop_share=a.crop_share,
         boundary_weight=a.boundary_weight,
-        guided=_guided_arg(a.guided),
+        guided=parse_guided(a.guided),
     )
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("_records")}, indent=2))
     return 0
