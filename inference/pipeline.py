@@ -232,6 +232,7 @@ class Pipeline:
             card.preprocessing,
             card.threshold or 0.5,
             getattr(card, "refine_margin", None),
+            getattr(card, "guided_refine", None),
         )
 
     def estimate(

@@ -7,7 +7,7 @@ Invariant the heatmap relies on: a regression input is the crop resized to the c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -80,14 +80,16 @@ def segment_two_pass(
     pre: Preprocessing,
     threshold: float = 0.5,
     refine_margin: float | None = None,
+    guided: Mapping[str, float] | None = None,
 ) -> np.ndarray:
     """The conjunctiva's probability map at the photo's size, as served.
 
     `run` maps the input tensor to logits. Pass 1 segments the whole frame; with
     `refine_margin` (from the card) pass 2 segments again a crop around pass 1's mask widened
     by that share of its size, where the thin lid band spans ~3x more input pixels, and its map
-    replaces pass 1's inside the crop. Training evaluation calls this too, so the measured IoU
-    is the served one.
+    replaces pass 1's inside the crop. With `guided` (the card's `guided_refine`: radius, eps,
+    long_side) pass 2's map is then snapped to the photo's own edges (`guided_refine`).
+    Training evaluation calls this too, so the measured IoU is the served one.
     """
     logits = run(segmentation_input(rgb, pre))
     H, W = rgb.shape[:2]
@@ -105,10 +107,40 @@ def segment_two_pass(
     if (y1 - y0) < 8 or (x1 - x0) < 8:
         return segmentation_mask(logits, (H, W), threshold)
     crop = rgb[y0:y1, x0:x1]  # a view: OpenCV reads it in place
-    fine = segmentation_mask(run(segmentation_input(crop, pre)), crop.shape[:2], threshold)
+    logits = run(segmentation_input(crop, pre))
+    if guided:  # filtered at the card's working scale, then up to the crop once
+        s = float(guided["long_side"]) / max(H, W)
+        hw = (max(1, round(crop.shape[0] * s)), max(1, round(crop.shape[1] * s)))
+        small = segmentation_mask(logits, hw, threshold)
+        small = guided_refine(crop, small, int(guided["radius"]), float(guided["eps"]))
+        fine = cv2.resize(small, crop.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    else:
+        fine = segmentation_mask(logits, crop.shape[:2], threshold)
     out = np.zeros((H, W), np.float32)
     out[y0:y1, x0:x1] = fine
     return out
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter with a grey guide (float32 in [0, 1]): smooths `src` but keeps
+    the edges of `guide`, in six box filters."""
+    k = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, k, borderType=cv2.BORDER_REFLECT)
+
+    mi, mp = box(guide), box(src)
+    a = (box(guide * src) - mi * mp) / (box(guide * guide) - mi * mi + eps)
+    b = mp - a * mi
+    return box(a) * guide + box(b)
+
+
+def guided_refine(rgb: np.ndarray, prob: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Probability map (at any size) snapped to the edges of `rgb` (shrunk to the map's size as
+    the guide; radius in pixels of the map). The model's map is blurred at its output stride
+    (6+ px at 1280 px); the photo itself holds the sharp edge."""
+    grey = cv2.cvtColor(shrink(rgb, *prob.shape[:2]), cv2.COLOR_RGB2GRAY)
+    return guided_filter(grey.astype(np.float32) / 255.0, prob.astype(np.float32), radius, eps)
 
 
 def crop_box(mask: np.ndarray, margin: float = 0.08) -> tuple[int, int, int, int]:

@@ -215,14 +215,54 @@ def test_augmentation_reframes_and_keeps_the_mask_aligned(monkeypatch):
     assert min(fills) < 0.04 and max(fills) > 0.15  # zoomed out and close-ups both occur
 
 
-def test_warm_start_reproduces_the_served_graph():
+def test_crop_draw_is_a_pass_two_crop_around_the_true_mask(monkeypatch):
+    from hbscreen.training import seg_augment
+    from hbscreen.training.seg_augment import RealPhoto, crop_draw
+
+    monkeypatch.setattr(seg_augment, "PALLOR_P", 0.0)
+    rgb = np.full((1000, 750, 3), 110, np.uint8)
+    mask = np.zeros((1000, 750), np.float32)
+    mask[560:620, 150:600] = 1
+    rgb[mask > 0] = (200, 40, 50)
+    photo = RealPhoto.build("1", rgb, mask)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        img, m = crop_draw(rng, photo, 96)
+        assert img.shape == (96, 96, 3) and m.shape == (96, 96) and m.dtype == np.uint8
+        inside = m > 200
+        # the whole band is in view, filling far more of the frame than in a whole photo
+        assert 0.1 < inside.mean() < 0.8
+        assert (m[:, 0] < 128).all() and (m[:, -1] < 128).all()  # margin on both ends
+        red = img[..., 0].astype(int) - img[..., 1]
+        assert np.median(red[inside]) > np.median(red[m == 0]) + 30
+
+
+def test_guided_refine_snaps_a_blurred_map_to_the_photo_edge():
+    from hbscreen.inference.preprocess import guided_refine
+    from hbscreen.training.segmentation import iou_dice
+
+    rgb = np.full((200, 300, 3), 200, np.uint8)
+    truth = np.zeros((200, 300), bool)
+    truth[80:120, 40:260] = True
+    rgb[truth] = (180, 40, 50)
+    # the model's map: right place, edges blurred and shifted by its output stride
+    prob = cv2.GaussianBlur(np.roll(truth, 4, axis=0).astype(np.float32), (0, 0), 6)
+    refined = guided_refine(rgb, prob, 4, 1e-3)
+    assert refined.shape == prob.shape
+    assert iou_dice(refined >= 0.5, truth)[0] > iou_dice(prob >= 0.5, truth)[0] + 0.03
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_warm_start_reproduces_the_served_graph(decoder):
+    """With the decoder, too: its last convolution starts at zero, so fine-tuning starts
+    exactly at the served LR-ASPP graph."""
     pytest.importorskip("torch")
     import torch
 
     from hbscreen.training.seg_augment import warm_start
     from hbscreen.training.segmentation import INIT_RENDERINGS, build_model
 
-    model = build_model()
+    model = build_model(decoder=decoder)
     assert warm_start(model, INIT_RENDERINGS) == 56
     model.eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)

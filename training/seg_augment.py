@@ -142,7 +142,43 @@ def augment(rng: np.random.Generator, photo: RealPhoto, size: int) -> tuple[np.n
     return out, np.round(np.clip(om, 0, 1) * 255).astype(np.uint8)
 
 
-__all__ = ["RealPhoto", "augment"]
+# pass 2's crop (preprocess.segment_two_pass) is pass 1's box widened by refine_margin = 0.3 of
+# its size on each side; pass 1's box is itself off by a little, so each side's margin is drawn
+CROP_MARGIN = (0.05, 0.6)
+
+
+def crop_draw(
+    rng: np.random.Generator, photo: RealPhoto, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One draw of what pass 2 sees: the window around the TRUE mask, each side widened by a
+    drawn share of the box (clipped to the frame, as serving clips), shrunk to size x size by
+    the serving `shrink` (so the squash matches), then re-lit like `augment`'s draws."""
+    from hbscreen.inference.preprocess import shrink
+
+    level = 0 if rng.random() < 0.7 else min(1, len(photo.levels) - 1)  # 1024 or 512 px
+    img, msk = photo.levels[level], photo.masks[level]
+    ys, xs = np.nonzero(msk > 0.5)
+    if len(ys) == 0:
+        return augment(rng, photo, size)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    bh, bw = y1 - y0, x1 - x0
+    lo, hi = CROP_MARGIN
+    t, b, left, right = rng.uniform(lo, hi, 4)
+    H, W = msk.shape
+    cy0, cy1 = max(0, int(y0 - t * bh)), min(H, int(y1 + b * bh) + 1)
+    cx0, cx1 = max(0, int(x0 - left * bw)), min(W, int(x1 + right * bw) + 1)
+    out = shrink(np.ascontiguousarray(img[cy0:cy1, cx0:cx1]), size, size)
+    om = cv2.resize(msk[cy0:cy1, cx0:cx1], (size, size), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        out, om = out[:, ::-1], om[:, ::-1]
+    out, om = np.ascontiguousarray(out), np.ascontiguousarray(om)
+    if rng.random() < PALLOR_P:
+        out = _pallor(rng, out, om)
+    out = _photometric(rng, out)
+    return out, np.round(np.clip(om, 0, 1) * 255).astype(np.uint8)
+
+
+__all__ = ["RealPhoto", "augment", "crop_draw"]
 
 
 def warm_start(model, onnx_path) -> int:

@@ -271,28 +271,83 @@ def cv_folds(patients: list[str], k: int = CV_FOLDS, seed: int = 0) -> list[list
 # model
 
 
-def build_model(inter_channels: int = 64):
-    """LR-ASPP head on a MobileNetV3-small backbone, low-level features at stride 2."""
+def build_model(inter_channels: int = 64, decoder: bool = False):
+    """LR-ASPP head on a MobileNetV3-small backbone, low-level features at stride 2.
+
+    decoder: add a light U-Net-style decoder (stride 32 -> 8 -> 4 -> 2, depthwise-separable,
+    skips from the backbone) whose output is ADDED to the LR-ASPP logits. The LR-ASPP head
+    classifies each stride-2 pixel from 16 low-level channels alone, and on real photos ~80%
+    of its wrong pixels lie within 1% of the long side of the expert's edge; the decoder lets
+    the context reach the edge through finer skips. Its last convolution starts at zero, so a
+    warm start from an LR-ASPP graph begins exactly at that graph.
+    """
+    import torch
     import torch.nn as nn
+    import torch.nn.functional as F
     from torchvision.models import mobilenet_v3_small
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.segmentation.lraspp import LRASPPHead
+
+    def sep(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(cin, cin, 3, padding=1, groups=cin),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 1),
+            nn.ReLU(inplace=True),
+        )
+
+    def up(x, ref):
+        return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+    class EdgeDecoder(nn.Module):
+        def __init__(self, c2: int, c4: int, c8: int, cctx: int) -> None:
+            super().__init__()
+            self.d8 = sep(cctx + c8, 32)
+            self.d4 = sep(32 + c4, 24)
+            self.d2 = sep(24 + c2, 16)
+            self.out = nn.Conv2d(16, 1, 1)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+        def forward(self, f, ctx):
+            d = self.d8(torch.cat([up(ctx, f["s8"]), f["s8"]], 1))
+            d = self.d4(torch.cat([up(d, f["s4"]), f["s4"]], 1))
+            d = self.d2(torch.cat([up(d, f["low"]), f["low"]], 1))
+            return self.out(d)
 
     class LRASPPSmall(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             features = mobilenet_v3_small(weights=None).features
-            # features[0] ends at stride 2 (16 ch); the last block at stride 32 (576 ch)
+            # features[0] ends at stride 2 (16 ch), [1] at 4 (16 ch), [3] at 8 (24 ch);
+            # the last block at stride 32 (576 ch)
             low, high = 0, len(features) - 1
-            self.backbone = IntermediateLayerGetter(
-                features, return_layers={str(low): "low", str(high): "high"}
-            )
+            layers = {str(low): "low", str(high): "high"}
+            if decoder:
+                layers.update({"1": "s4", "3": "s8"})
+            self.backbone = IntermediateLayerGetter(features, return_layers=layers)
             self.head = LRASPPHead(
                 features[low].out_channels, features[high].out_channels, 1, inter_channels
             )
+            self.decoder = (
+                EdgeDecoder(
+                    features[0].out_channels,
+                    features[1].out_channels,
+                    features[3].out_channels,
+                    inter_channels,
+                )
+                if decoder
+                else None
+            )
 
         def forward(self, x):
-            return self.head(self.backbone(x))  # logits at 1/2 resolution
+            f = self.backbone(x)
+            if self.decoder is None:
+                return self.head(f)  # logits at 1/2 resolution
+            h = self.head
+            ctx = h.cbr(f["high"]) * h.scale(f["high"])
+            base = h.low_classifier(f["low"]) + h.high_classifier(up(ctx, f["low"]))
+            return base + self.decoder(f, ctx)
 
     return LRASPPSmall()
 
@@ -312,11 +367,19 @@ def _batch(samples, idx, pre: Preprocessing, rng: np.random.Generator):
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None])
 
 
-def _loss(logits, target):
+def _loss(logits, target, boundary_weight: float = 0.0):
+    """BCE + soft Dice at input resolution; with boundary_weight, BCE weighs the pixels within
+    ~2 px (at input size) of the true edge (1 + boundary_weight) times: on real photos the
+    error sits at the edge, which plain BCE + Dice treats like any other pixel."""
     import torch.nn.functional as F
 
     up = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-    bce = F.binary_cross_entropy_with_logits(up, target)
+    weight = None
+    if boundary_weight:
+        dil = F.max_pool2d(target, 5, 1, 2)
+        ero = -F.max_pool2d(-target, 5, 1, 2)
+        weight = 1.0 + boundary_weight * (dil - ero)
+    bce = F.binary_cross_entropy_with_logits(up, target, weight=weight)
     p = up.sigmoid()
     inter = (p * target).sum((1, 2, 3))
     dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
@@ -333,11 +396,13 @@ def predict_mask(
     rgb: np.ndarray,
     threshold: float,
     refine_margin: float | None = REFINE_MARGIN,
+    guided: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """Binary mask of one photo exactly as the worker computes it (both passes)."""
+    """Binary mask of one photo exactly as the worker computes it (both passes; `guided`: the
+    card's guided_refine)."""
     name = session.get_inputs()[0].name
     prob = segment_two_pass(
-        lambda x: session.run(None, {name: x})[0], rgb, card_pre, threshold, refine_margin
+        lambda x: session.run(None, {name: x})[0], rgb, card_pre, threshold, refine_margin, guided
     )
     return prob >= threshold
 
@@ -350,7 +415,11 @@ def iou_dice(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def evaluate_onnx(
-    onnx_path: Path, pre: Preprocessing, samples, threshold: float = THRESHOLD
+    onnx_path: Path,
+    pre: Preprocessing,
+    samples,
+    threshold: float = THRESHOLD,
+    guided: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Mean/median IoU and Dice over (photo, mask) pairs, plus the share with IoU >= 0.7."""
     import onnxruntime as ort
@@ -360,7 +429,8 @@ def evaluate_onnx(
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
     ious, dices = [], []
     for photo, mask in samples:
-        iou, dice = iou_dice(predict_mask(sess, pre, photo, threshold), mask > 0.5)
+        pred = predict_mask(sess, pre, photo, threshold, guided=guided)
+        iou, dice = iou_dice(pred, mask > 0.5)
         ious.append(iou)
         dices.append(dice)
     a, d = np.asarray(ious), np.asarray(dices)
@@ -374,7 +444,12 @@ def evaluate_onnx(
 
 
 def latency_ms(
-    onnx_path: Path, pre: Preprocessing, photo: np.ndarray, threads: int = 1, repeats: int = 30
+    onnx_path: Path,
+    pre: Preprocessing,
+    photo: np.ndarray,
+    threads: int = 1,
+    repeats: int = 30,
+    guided: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Median/p95/min ms per photo: shared preprocessing + onnxruntime + mask post-processing.
 
@@ -389,11 +464,11 @@ def latency_ms(
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
     for _ in range(3):
-        predict_mask(sess, pre, photo, THRESHOLD)
+        predict_mask(sess, pre, photo, THRESHOLD, guided=guided)
     ts = []
     for _ in range(repeats):
         t0 = time.thread_time()
-        predict_mask(sess, pre, photo, THRESHOLD)
+        predict_mask(sess, pre, photo, THRESHOLD, guided=guided)
         ts.append((time.thread_time() - t0) * 1000)
     return {
         "median": round(float(np.median(ts)), 2),
@@ -482,7 +557,11 @@ def _fill_terciles(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_photos(
-    onnx_path: Path, pre: Preprocessing, photos: list[tuple[str, Any]], threshold: float = THRESHOLD
+    onnx_path: Path,
+    pre: Preprocessing,
+    photos: list[tuple[str, Any]],
+    threshold: float = THRESHOLD,
+    guided: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-photo IoU/Dice of real annotated photos at the served resolution (long side 1280,
     as the worker decodes them), after the serving post-processing."""
@@ -495,7 +574,7 @@ def evaluate_photos(
     for patient, it in photos:
         rgb, mask = it.load(long_side=SERVE_LONG_SIDE)
         truth = mask > 0.5
-        iou, dice = iou_dice(predict_mask(sess, pre, rgb, threshold), truth)
+        iou, dice = iou_dice(predict_mask(sess, pre, rgb, threshold, guided=guided), truth)
         out.append(
             {
                 "patient": patient,
@@ -544,6 +623,10 @@ def train_segmentation(
     keep_fp32: bool = False,
     cv_summary: dict[str, Any] | None = None,
     commands: list[str] | None = None,
+    decoder: bool = False,
+    crop_share: float = 0.0,
+    boundary_weight: float = 0.0,
+    guided: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Train on real annotated photos (`photos`, re-framed and re-lit each draw) together with
     renderings of CP-AnemiC cut-outs; export segmentation.onnx + segmentation.json into out_dir.
@@ -552,11 +635,14 @@ def train_segmentation(
     None trains on every photo (the shipped model). init: a served segmentation graph to
     start from (fp32 or int8; BatchNorms then stay frozen). Renderings of held-out cut-out
     groups are always scored. data_root None uses procedural cut-outs (smoke runs/tests).
+    decoder: the finer decoder of `build_model`; crop_share: share of the real draws that are
+    pass-2 crops around the true mask (seg_augment.crop_draw); boundary_weight: see `_loss`;
+    guided: the card's `guided_refine` (preprocess.guided_refine), used in every evaluation.
     """
     import torch
     from tqdm import tqdm
 
-    from .seg_augment import RealPhoto, augment, freeze_batchnorm, warm_start
+    from .seg_augment import RealPhoto, augment, crop_draw, freeze_batchnorm, warm_start
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -630,7 +716,8 @@ def train_segmentation(
         calib_photos.append(it.load(long_side=SERVE_LONG_SIDE)[0])
     t_render = time.perf_counter() - t_start
 
-    model = build_model().to(memory_format=torch.channels_last)  # ~10x faster on CPU here
+    # channels_last: ~10x faster on CPU here
+    model = build_model(decoder=decoder).to(memory_format=torch.channels_last)
     n_init = 0
     if init is not None:
         n_init = warm_start(model, Path(init))
@@ -648,13 +735,12 @@ def train_segmentation(
     ema = None
     for _ in bar:
         samples = [train_set[i] for i in rng.integers(0, len(train_set), batch - real_per_batch)]
-        samples += [
-            augment(aug_rng, pool[int(aug_rng.integers(len(pool)))], size)
-            for _ in range(real_per_batch)
-        ]
+        for _ in range(real_per_batch):
+            draw = crop_draw if aug_rng.random() < crop_share else augment
+            samples.append(draw(aug_rng, pool[int(aug_rng.integers(len(pool)))], size))
         x, y = _batch(samples, range(len(samples)), pre, rng)
         x = x.contiguous(memory_format=torch.channels_last)
-        loss = _loss(model(x), y)
+        loss = _loss(model(x), y, boundary_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -666,8 +752,9 @@ def train_segmentation(
     onnx_path = out_dir / f"{MODEL_NAME}.onnx"
     fp32_path = out_dir / f"{MODEL_NAME}.fp32.onnx"
     export_onnx(model, fp32_path, size)
-    metrics_fp32 = evaluate_onnx(fp32_path, pre, eval_set)
-    photos_fp32 = evaluate_photos(fp32_path, pre, real_eval) if real_eval else []
+    g = {"guided": guided}
+    metrics_fp32 = evaluate_onnx(fp32_path, pre, eval_set, **g)
+    photos_fp32 = evaluate_photos(fp32_path, pre, real_eval, **g) if real_eval else []
     chosen, quant_note = "fp32", "not attempted"
     metrics = metrics_fp32
     speed: dict[str, dict[str, float]] = {}
@@ -675,8 +762,8 @@ def train_segmentation(
     if quantise:
         int8_path = out_dir / f"{MODEL_NAME}.int8.onnx"
         quantise_int8(fp32_path, int8_path, calib_photos, pre)
-        metrics_int8 = evaluate_onnx(int8_path, pre, eval_set)
-        photos_int8 = evaluate_photos(int8_path, pre, real_eval) if real_eval else []
+        metrics_int8 = evaluate_onnx(int8_path, pre, eval_set, **g)
+        photos_int8 = evaluate_photos(int8_path, pre, real_eval, **g) if real_eval else []
         drop = metrics_fp32["iou_mean"] - metrics_int8["iou_mean"]
         if photos_int8:  # judge the int8 loss where it matters: real photos
             drop = max(
@@ -686,8 +773,8 @@ def train_segmentation(
             )
         photo = calib_photos[-1] if real_train else eval_set[0][0]
         speed = {
-            "fp32": latency_ms(fp32_path, pre, photo),
-            "int8": latency_ms(int8_path, pre, photo),
+            "fp32": latency_ms(fp32_path, pre, photo, **g),
+            "int8": latency_ms(int8_path, pre, photo, **g),
         }
         ratio = speed["int8"]["median"] / speed["fp32"]["median"]
         if drop <= 0.01 and ratio <= INT8_MIN_SPEEDUP:
@@ -764,6 +851,8 @@ def train_segmentation(
         "steps": steps,
         "batch": batch,
         "lr": lr,
+        "crop_share": crop_share,
+        "boundary_weight": boundary_weight,
     }
     card = ModelCard(
         name=MODEL_NAME,
@@ -778,12 +867,20 @@ def train_segmentation(
         metrics=result,
         licence=DATA_LICENCE + (" " + EYES_DEFY_LICENCE if real_train else ""),
         citation=CITATIONS + (EYES_DEFY_CITATIONS if real_train else []),
-        architecture="LR-ASPP, MobileNetV3-small backbone, low level at stride 2",
+        architecture="LR-ASPP, MobileNetV3-small backbone, low level at stride 2"
+        + (
+            ", plus a depthwise-separable U-Net decoder (skips at strides 8, 4, 2) added to its "
+            "logits"
+            if decoder
+            else ""
+        ),
         refine_margin=REFINE_MARGIN,
         passes=(
             "2: whole frame, then the crop around pass 1's mask widened by refine_margin "
             "(hbscreen.inference.preprocess.segment_two_pass)"
+            + (", pass 2's map snapped to the photo's edges (guided_refine)" if guided else "")
         ),
+        **({"guided_refine": guided} if guided else {}),
         output_stride=2,
         weights=chosen,
         limits=LIMITS_REAL if real_train else LIMITS_RENDERINGS,
@@ -869,19 +966,27 @@ def train_with_cv(
     )
 
 
-def rescore_fold(fold_dir: Path, photos: Path, held: list[str]) -> dict[str, Any]:
+def rescore_fold(
+    fold_dir: Path, photos: Path, held: list[str], guided: dict[str, float] | None = None
+) -> dict[str, Any]:
     """A fold's result with its served model re-scored on its held-out patients by the
-    current serving code (after a change of pre/post-processing, no retraining needed)."""
+    current serving code (after a change of pre/post-processing, no retraining needed);
+    `guided`: the served card's guided_refine. The fp32 graph, when kept, is re-scored too."""
     from hbscreen.inference.modelcard import load_card
 
     result = json.loads((Path(fold_dir) / "result.json").read_text("utf-8"))
     card = load_card(MODEL_NAME, Path(fold_dir))
     eval_items = [(p, it) for p, it in load_real_photos(Path(photos)) if p in set(held)]
+    thr = card.threshold or THRESHOLD
     records = evaluate_photos(
-        Path(fold_dir) / card.file, card.preprocessing, eval_items, card.threshold or THRESHOLD
+        Path(fold_dir) / card.file, card.preprocessing, eval_items, thr, guided
     )
     result["held_out_real_photos"] = summarise_photos(records)
     result["held_out_real_photos_records"] = records
+    fp32 = Path(fold_dir) / f"{MODEL_NAME}.fp32.onnx"
+    if fp32.is_file():
+        fp = evaluate_photos(fp32, card.preprocessing, eval_items, thr, guided)
+        result["held_out_real_photos_fp32"] = summarise_photos(fp)
     return result
 
 
@@ -899,8 +1004,10 @@ def attach_cv(
     card = json.loads(card_path.read_text("utf-8"))
     if photos is not None:
         held = cv_folds([p for p, _ in load_real_photos(Path(photos))], CV_FOLDS, seed)
+        guided = card.get("guided_refine")
         folds = [
-            rescore_fold(Path(folds_dir) / f"fold{k}", photos, held[k]) for k in range(CV_FOLDS)
+            rescore_fold(Path(folds_dir) / f"fold{k}", photos, held[k], guided)
+            for k in range(CV_FOLDS)
         ]
     else:
         folds = [
@@ -911,6 +1018,14 @@ def attach_cv(
     card["metrics"].update(extra or {})
     card_path.write_text(json.dumps(card, indent=2) + "\n", "utf-8")
     return card
+
+
+def parse_guided(text: str | None) -> dict[str, float] | None:
+    """'RADIUS,EPS,LONG_SIDE' (command line) -> the card's guided_refine; empty -> None."""
+    if not text:
+        return None
+    r, eps, side = text.split(",")
+    return {"radius": int(r), "eps": float(eps), "long_side": int(side)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -935,6 +1050,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (see docstring)")
     ap.add_argument("--workers", type=int, default=2, help="rendering processes")
+    ap.add_argument("--decoder", action="store_true", help="add the finer decoder")
+    ap.add_argument("--crop-share", type=float, default=0.0, help="share of pass-2 crop draws")
+    ap.add_argument("--boundary-weight", type=float, default=0.0, help="edge weight of the BCE")
+    ap.add_argument(
+        "--guided",
+        metavar="RADIUS,EPS,LONG_SIDE",
+        help="snap pass 2's map to the photo's edges (card guided_refine), e.g. 8,0.001,640",
+    )
     ap.add_argument("--no-quantise", action="store_true")
     ap.add_argument("--keep-fp32", action="store_true", help="also keep segmentation.fp32.onnx")
     ap.add_argument("--quiet", action="store_true")
@@ -994,6 +1117,10 @@ def main(argv: list[str] | None = None) -> int:
         workers=a.workers,
         quantise=not a.no_quantise,
         keep_fp32=a.keep_fp32,
+        decoder=a.decoder,
+        crop_share=a.crop_share,
+        boundary_weight=a.boundary_weight,
+        guided=parse_guided(a.guided),
     )
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("_records")}, indent=2))
     return 0
@@ -1026,7 +1153,26 @@ def card_section_md(seg: dict[str, Any]) -> list[str]:
             f"({td.get('real_photos_source', '')}) and {td.get('train_renderings')} renderings of "
             "CP-AnemiC cut-outs (training/render.py: usual framing, close-ups, farther away); "
             f"{td.get('real_per_batch')} real draws of {td.get('batch')} per batch, "
-            f"{td.get('steps')} steps from {td.get('init')}.",
+            f"{td.get('steps')} steps from {td.get('init')}"
+            + (
+                f"; {td['crop_share']:.0%} of the real draws are pass-2 crops around the true "
+                "mask with drawn margins (seg_augment.crop_draw)"
+                if td.get("crop_share")
+                else ""
+            )
+            + (
+                f"; BCE weighted {1 + td['boundary_weight']:g}x within 2 input px of the true edge"
+                if td.get("boundary_weight")
+                else ""
+            )
+            + ".",
+        ]
+    g = seg.get("guided_refine")
+    if g:
+        lines += [
+            f"Pass 2's map is snapped to the photo's own edges by a guided filter (grey guide, "
+            f"radius {g['radius']} px and eps {g['eps']:g} at long side {g['long_side']} px; "
+            "preprocess.guided_refine).",
         ]
     else:
         lines += ["Trained on renderings only (training/render.py)."]
