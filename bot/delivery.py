@@ -618,8 +618,6 @@ async def _record_once(
     deleted their data while the job ran gets no new record. Returns the retake counter."""
     h = route["h"]
     result = outcome.result
-    if kind != "result":  # refused, failed or expired photos do not count against the limit
-        await svc.store.refund_rate(h)
     if kind not in ("result", "retake") or result is None:
         return None
     profile = await svc.store.get_profile(h)
