@@ -191,16 +191,12 @@ def test_cv_folds_are_disjoint_by_patient():
 
 def test_augmentation_reframes_and_keeps_the_mask_aligned(monkeypatch):
     from hbscreen.training import seg_augment
-    from hbscreen.training.seg_augment import RealPhoto, augment
+    from hbscreen.training.seg_augment import augment
 
     monkeypatch.setattr(seg_augment, "PALLOR_P", 0.0)  # pallor removes the red on purpose
 
     # a flat red band on grey: after any warp and re-lighting the mask must still sit on red
-    rgb = np.full((1000, 750, 3), 110, np.uint8)
-    mask = np.zeros((1000, 750), np.float32)
-    mask[560:620, 150:600] = 1
-    rgb[mask > 0] = (200, 40, 50)
-    photo = RealPhoto.build("1", rgb, mask)
+    photo = _red_band_photo()
     rng = np.random.default_rng(1)
     fills = []
     for _ in range(40):
@@ -215,16 +211,23 @@ def test_augmentation_reframes_and_keeps_the_mask_aligned(monkeypatch):
     assert min(fills) < 0.04 and max(fills) > 0.15  # zoomed out and close-ups both occur
 
 
-def test_crop_draw_is_a_pass_two_crop_around_the_true_mask(monkeypatch):
-    from hbscreen.training import seg_augment
-    from hbscreen.training.seg_augment import RealPhoto, crop_draw
+def _red_band_photo():
+    """A flat red band on grey, as a real photo with its mask."""
+    from hbscreen.training.seg_augment import RealPhoto
 
-    monkeypatch.setattr(seg_augment, "PALLOR_P", 0.0)
     rgb = np.full((1000, 750, 3), 110, np.uint8)
     mask = np.zeros((1000, 750), np.float32)
     mask[560:620, 150:600] = 1
     rgb[mask > 0] = (200, 40, 50)
-    photo = RealPhoto.build("1", rgb, mask)
+    return RealPhoto.build("1", rgb, mask)
+
+
+def test_crop_draw_is_a_pass_two_crop_around_the_true_mask(monkeypatch):
+    from hbscreen.training import seg_augment
+    from hbscreen.training.seg_augment import crop_draw
+
+    monkeypatch.setattr(seg_augment, "PALLOR_P", 0.0)
+    photo = _red_band_photo()
     rng = np.random.default_rng(2)
     for _ in range(20):
         img, m = crop_draw(rng, photo, 96)

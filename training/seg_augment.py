@@ -133,6 +133,13 @@ def augment(rng: np.random.Generator, photo: RealPhoto, size: int) -> tuple[np.n
         if (inside < 0.5).any():
             fillc = np.median(img.reshape(-1, 3), axis=0)
             out[inside < 0.5] = (0.35 * fillc).astype(np.uint8)
+    return _flip_and_relight(rng, out, om)
+
+
+def _flip_and_relight(
+    rng: np.random.Generator, out: np.ndarray, om: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The last steps of every draw: a mirror half the time, pallor, light; mask to uint8."""
     if rng.random() < 0.5:
         out, om = out[:, ::-1], om[:, ::-1]
     out, om = np.ascontiguousarray(out), np.ascontiguousarray(om)
@@ -169,13 +176,7 @@ def crop_draw(
     cx0, cx1 = max(0, int(x0 - left * bw)), min(W, int(x1 + right * bw) + 1)
     out = shrink(np.ascontiguousarray(img[cy0:cy1, cx0:cx1]), size, size)
     om = cv2.resize(msk[cy0:cy1, cx0:cx1], (size, size), interpolation=cv2.INTER_AREA)
-    if rng.random() < 0.5:
-        out, om = out[:, ::-1], om[:, ::-1]
-    out, om = np.ascontiguousarray(out), np.ascontiguousarray(om)
-    if rng.random() < PALLOR_P:
-        out = _pallor(rng, out, om)
-    out = _photometric(rng, out)
-    return out, np.round(np.clip(om, 0, 1) * 255).astype(np.uint8)
+    return _flip_and_relight(rng, out, om)
 
 
 __all__ = ["RealPhoto", "augment", "crop_draw"]
