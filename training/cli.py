@@ -52,12 +52,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--population-choice",
-        choices=("joint", "children", "all"),
-        default="children",
-        help="how each population's Hb head is chosen on the inner folds: 'children' (default) "
-        "the joint winner for adults and, for children, the joint winner or the children-only "
-        "recipe; 'joint' one variant for all (the 2.0.0 procedure); 'all' every variant per "
-        "population (the reports/per-population experiment)",
+        choices=("keep_children", "children", "joint", "all"),  # crossval.POPULATION_CHOICES
+        default="keep_children",
+        help="how each population's Hb head is chosen: 'keep_children' (default) the inner "
+        "folds' joint winner for adults, the children-only recipe (the one shipped before "
+        "adults) for children; 'children' (2.1.0) for children the joint winner or the "
+        "children-only recipe, by inner MAE; 'joint' one variant for all (2.0.0); 'all' every "
+        "variant per population (the reports/per-population experiment)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for splits and models (default 0)")
     p.add_argument(
@@ -205,7 +206,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     bar.close()
     cmd = "hbscreen evaluate" + (" --quick" if args.quick else "") + f" --seed {args.seed}"
-    if args.population_choice != "children":
+    if args.population_choice != "keep_children":
         cmd += f" --population-choice {args.population_choice}"
     if args.previous_models:
         cmd += " --previous-models DIR (the version-1 regression model)"
