@@ -200,6 +200,20 @@ def render_report(ev, summary: dict, out: Path, command: str, published: dict) -
             "cross-conformal (each fold's half-width from the other folds' residuals of the "
             "same population; India / Italy use their adults' population half-widths)."
         )
+        ranges = [
+            f"{LABELS.get(p, p)} (n {pops[p]['n']}) {r[0]:.2f}-{r[1]:.2f}"
+            for p in ("child", "woman", "man", "adult", "india", "italy")
+            if p in pops and (r := pops[p].get("coverage_80_if_exact"))
+        ]
+        if ranges:
+            add(
+                "\nSampling noise of the coverage: an interval whose true coverage is exactly "
+                "80% shows an observed coverage in these ranges 95% of the time (binomial): "
+                + "; ".join(ranges)
+                + ". A population whose range is wider than the 0.77-0.83 target cannot "
+                "show that its coverage is inside the target, only that it is consistent with "
+                "80%."
+            )
     add(
         "\nOperating point: a blood test when the estimate is below the person's WHO cut-off "
         "+ the population's margin, chosen on the inner out-of-fold predictions of each "

@@ -41,7 +41,7 @@ from hbscreen.inference.preprocess import (
 from .render import procedural_conjunctiva, render_eye_photo
 
 MODEL_NAME = "segmentation"
-VERSION = "1.0.0"
+VERSION = "1.2.0"  # the recipe of REAL_RECIPE (1.1.0 + guided_refine)
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 THRESHOLD = 0.5

@@ -31,7 +31,7 @@ from .hbdata import POPULATION_OF, POPULATIONS
 from .model_card_md import write_model_card_md
 from .regressor import renormalise
 
-VERSION = "2.1.0"
+VERSION = "2.2.0"
 REPORT_METRICS = Path("reports") / "metrics.json"  # where `hbscreen evaluate` writes by default
 
 
