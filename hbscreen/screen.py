@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
 from hbscreen.bot.i18n import LANGUAGES, t
-from hbscreen.bot.messages import REFERRAL_TEXT, plain, result_parts
+from hbscreen.bot.messages import REFERRAL_TEXT, RETAKE_HINTS, error_text, plain, result_parts
 from hbscreen.inference.advice import GROUPS, cutoffs_for
 from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
@@ -338,8 +338,9 @@ def format_text(r: ScreeningResult, lang: str = "en") -> str:
     def row(label: str, text: str) -> None:
         lines.append(f"  {label:<15} {text}")
 
-    if r.error:
-        row("Refused", f"{r.error.message} [{r.error.code}]")
+    if r.error:  # the person's language where the bot has the sentence, the code for scripts
+        text = r.error.message if lang == "en" else plain(error_text(r.error.code, lang))
+        row("Refused", f"{text} [{r.error.code}]")
     if r.quality is not None:
         failing = r.quality.failing
         if not failing:
@@ -349,7 +350,12 @@ def format_text(r: ScreeningResult, lang: str = "en") -> str:
             if c.value is not None and c.threshold is not None:
                 sign = ">=" if c.direction == "min" else "<="
                 measured = f" (measured {c.value:.3g}, needs {sign} {c.threshold:.3g})"
-            row("Photo quality", f"{c.message}{measured} [{c.code}]")
+            hint = (
+                c.message
+                if lang == "en" or c.code not in RETAKE_HINTS
+                else t(lang, RETAKE_HINTS[c.code])
+            )
+            row("Photo quality", f"{hint}{measured} [{c.code}]")
     if r.hb_g_dl is None or not r.interval_80 or not r.interval_95:
         row("Advice", plain(t(lang, REFERRAL_TEXT[r.referral])))
         if r.heatmap_path:

@@ -13,6 +13,7 @@ import io
 import itertools
 import re
 import time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -334,3 +335,15 @@ def test_a_long_day_fits_one_message(lang):
         lang, "{n} earlier patient: see /export.", "{n} earlier patients: see /export.", 200 - shown
     )
     assert lines[1] == earlier
+
+
+def test_cli_refusal_in_the_persons_language():
+    """A refused photo's hint is the bot's sentence in the chosen language (real models)."""
+    from hbscreen.inference.pipeline import Pipeline
+
+    photo = Path(__file__).resolve().parent.parent / "examples" / "blurry.jpg"
+    result, _ = Pipeline.shared().screen(photo.read_bytes(), "woman")
+    assert not result.ok
+    french = format_text(result, "fr")
+    assert t("fr", messages.RETAKE_HINTS["blurry"]) in french and "[blurry]" in french
+    assert result.quality is not None and result.quality.failing[0].message in format_text(result)
