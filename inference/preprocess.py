@@ -8,6 +8,7 @@ Invariant the heatmap relies on: a regression input is the crop resized to the c
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cache
 
 import cv2
 import numpy as np
@@ -15,17 +16,24 @@ import numpy as np
 from .modelcard import Preprocessing
 
 
-def _normalise(rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    x = rgb.astype(np.float32)
-    mean = np.asarray(pre.mean, dtype=np.float32)
-    std = np.asarray(pre.std, dtype=np.float32)
-    return (x - mean) / std
+@cache
+def _normalise_luts(mean: tuple[float, ...], std: tuple[float, ...]) -> list[np.ndarray]:
+    """Per channel, (v - mean) / std in float32 for every uint8 value v: a lookup then gives
+    the same numbers as the arithmetic (it is the same arithmetic) at half the cost."""
+    v = np.arange(256, dtype=np.float32)[:, None]
+    table = (v - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    table = np.broadcast_to(table, (256, 3))  # a card may give one value for all channels
+    return [np.ascontiguousarray(table[:, c]).reshape(1, 256) for c in range(3)]
 
 
 def segmentation_input(rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """uint8 HxWx3 RGB photo -> float32 1x3xHxW tensor for the segmentation model."""
     h, w = pre.size
-    return np.ascontiguousarray(_normalise(shrink(rgb, h, w), pre).transpose(2, 0, 1)[None])
+    luts = _normalise_luts(tuple(pre.mean), tuple(pre.std))
+    x = np.empty((1, 3, h, w), np.float32)
+    for c, plane in enumerate(cv2.split(shrink(rgb, h, w))):
+        cv2.LUT(plane, luts[c], dst=x[0, c])
+    return x
 
 
 def shrink(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
