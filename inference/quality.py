@@ -750,8 +750,17 @@ def _block_steps(luma: np.ndarray, m: np.ndarray, ox: int, oy: int) -> float:
         d = np.abs(np.diff(img[rows].astype(np.float32), axis=1))
         ok = (msk[rows][:, 1:] & msk[rows][:, :-1]).astype(bool)
         phase = (np.arange(d.shape[1]) + o) % 8  # 7: the step between x%8 == 7 and x%8 == 0
-        per = [float(d[:, phase == p][ok[:, phase == p]].mean()) for p in range(8)
-               if ok[:, phase == p].sum() > 20]  # fmt: skip
+        # columns grouped by phase once (stable: each group keeps its order, so each mean
+        # sums the same values in the same order as selecting the phase's columns)
+        order = np.argsort(phase, kind="stable")
+        d, ok = d[:, order], ok[:, order]
+        ends = np.cumsum(np.bincount(phase, minlength=8))
+        per = []
+        for p in range(8):
+            cols = slice(ends[p - 1] if p else 0, ends[p])
+            sel = d[:, cols][ok[:, cols]]
+            if sel.size > 20:
+                per.append(float(sel.mean()))
         if len(per) == 8:
             worst = max(worst, per[7] - float(np.median(per[:7])))
     return worst
