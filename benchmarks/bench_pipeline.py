@@ -1,19 +1,24 @@
 """Pipeline latency per stage, peak RSS, and onnxruntime vs PyTorch eager on the same models.
 
     python benchmarks/bench_pipeline.py [--photo examples/eyelid.jpg] [--reps 40]
-        [--baseline-segmentation OLD.onnx] [--threads 1] [--no-torch]
+        [--baseline-segmentation OLD.onnx] [--baseline-code DIR] [--threads 1] [--no-torch]
 
 Prints figures; asserts nothing. Run it on an otherwise idle machine; on a shared one, compare
 variants in the same run: --baseline-segmentation screens the same photos with another
-segmentation model (its card OLD.json beside it; the same regressor), interleaved with the
-current one, and prints the ratio of their medians.
+segmentation model (its card OLD.json beside it; the same regressor), --baseline-code with
+another version of the code (an `inference/` folder, e.g. `git archive main inference | tar -x
+-C /tmp/base` gives /tmp/base/inference; the same models), interleaved with the current one,
+and prints the ratio of their medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -169,6 +174,31 @@ def baseline_models(models: Path, segmentation: Path, tmp: Path) -> Path:
     return tmp
 
 
+def baseline_pipeline_module(code: Path):
+    """The `pipeline` module of another copy of inference/, imported beside the current one
+    (as the package `baseline_inference`, so its relative imports stay inside that copy)."""
+    if not (code / "pipeline.py").is_file():
+        raise SystemExit(f"{code} is not a copy of inference/ (no pipeline.py)")
+    spec = importlib.util.spec_from_file_location(
+        "baseline_inference", code / "__init__.py", submodule_search_locations=[str(code)]
+    )
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("baseline_inference.pipeline")
+
+
+def pass_the_gate(pipeline_module) -> None:
+    """Make `pipeline_module` run regression and heatmap whatever its quality gate decides."""
+    assess = pipeline_module.quality.assess
+
+    def passing(*a, **kw):
+        return assess(*a, **kw).model_copy(update={"ok": True})
+
+    pipeline_module.quality.assess = passing
+
+
 def cpu_ms(pipeline: Pipeline, data: bytes, reps: int) -> dict[str, float]:
     """Median CPU time of this thread (ms) for the segmentation stage and a whole screening.
 
@@ -217,13 +247,13 @@ def compare(pipelines: dict[str, Pipeline], photo: Path, reps: int) -> None:
             )
             print(f"  {size:>4} px JPEG, {label:<8} ms median/p95: {parts}")
         new, old = (stages[k] for k in pipelines)
-        ratio = {
-            k: statistics.median(new[k]) / statistics.median(old[k])
-            for k in ("segmentation", "total")
-        }
+        ratios = ", ".join(
+            f"{k} {statistics.median(new[k]) / statistics.median(old[k]):.2f}x" for k in new
+        )
+        (c_new, c_old) = (statistics.median(cpu[k]["total"]) for k in pipelines)
         print(
-            f"  {size:>4} px JPEG, current/baseline medians: segmentation "
-            f"{ratio['segmentation']:.2f}x, total {ratio['total']:.2f}x"
+            f"  {size:>4} px JPEG, current/baseline medians: {ratios}; CPU total "
+            f"{c_new / c_old:.2f}x"
         )
 
 
@@ -237,6 +267,11 @@ def main() -> None:
         type=Path,
         help="another segmentation.onnx (card: same stem .json) to time in the same run",
     )
+    ap.add_argument(
+        "--baseline-code",
+        type=Path,
+        help="another copy of inference/ to time in the same run (the same models)",
+    )
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-torch", action="store_true", help="skip onnxruntime vs torch eager")
     ap.add_argument(
@@ -246,18 +281,25 @@ def main() -> None:
         "gate still runs and is timed): times the whole pipeline whatever the gate decides",
     )
     args = ap.parse_args()
+    from hbscreen.inference import pipeline as pipeline_module
+
+    old_code = baseline_pipeline_module(args.baseline_code) if args.baseline_code else None
     if args.through_gate:
-        from hbscreen.inference import pipeline as pipeline_module
-        from hbscreen.inference import quality
-
-        assess = quality.assess
-
-        def passing(*a, **kw):
-            q = assess(*a, **kw)
-            return q.model_copy(update={"ok": True})
-
-        pipeline_module.quality.assess = passing  # type: ignore[attr-defined]
+        for module in (pipeline_module, old_code):
+            if module is not None:
+                pass_the_gate(module)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if old_code is not None:
+        for threads in args.threads:
+            print(f"== current vs baseline code {args.baseline_code}, intra-op threads: {threads}")
+            compare(
+                {
+                    "current": Pipeline(args.models, threads),
+                    "baseline": old_code.Pipeline(args.models, threads),
+                },
+                args.photo,
+                args.reps,
+            )
     if args.baseline_segmentation:
         with tempfile.TemporaryDirectory() as tmp:
             base = baseline_models(args.models, args.baseline_segmentation, Path(tmp))
