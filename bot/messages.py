@@ -92,6 +92,10 @@ RETAKE_HINTS: dict[str, str] = {
         "This looks like a screenshot or a drawing. Send a photo taken with the camera "
         "of the pulled-down lower eyelid."
     ),
+    "screenshot": N_(
+        "This is a screenshot or a picture of a screen. Take a photo of the pulled-down lower "
+        "eyelid with the phone's camera."
+    ),
     "too_far": N_(
         "The eyelid is too small in the photo. Move closer so it fills most of the photo."
     ),

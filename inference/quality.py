@@ -125,6 +125,16 @@ RULES: tuple[Rule, ...] = (
         "photo",
     ),
     Rule(
+        "screenshot",
+        "flat_share",
+        "share of the frame's 8x8 blocks with no pixel variation at all (screens, drawings; "
+        "burnt-out and black blocks left out)",
+        "max",
+        0.65,  # midway between the calibration half's real photos (0.47 at most) and screenshots
+        "This looks like a screenshot or a drawing, not a photo of an eyelid.",
+        "photo",
+    ),
+    Rule(
         "not_a_photo",
         "grain",
         "sensor noise around the conjunctiva (grey levels); a screenshot or drawing has none",
@@ -319,10 +329,17 @@ SUPERSEDES: dict[str, tuple[str, ...]] = {
     # Blur and compression wipe out sensor noise too: then its absence says nothing.
     "blurry": ("not_a_photo",),
     "not_a_photo": ("too_bright", "clipped", "glare", "colour_cast", "conjunctiva_cut_off"),
-    "compressed": ("not_a_photo",),
+    "compressed": ("not_a_photo", "screenshot"),
     "too_close": ("conjunctiva_cut_off", "blurry", "motion_blur", "not_a_photo"),
     "too_far": ("blurry", "motion_blur"),
     "motion_blur": ("blurry", "not_a_photo"),
+    # A screen's flat blocks: whatever else was measured on it is moot; but a JPEG crushed to
+    # flat blocks is a compressed photo, not a screen ("compressed" hides it).
+    "screenshot": (
+        "conjunctiva_not_found", "greyscale", "not_an_eyelid", "not_a_photo", "too_far",
+        "too_close", "conjunctiva_cut_off", "blurry", "motion_blur", "too_dark", "too_bright",
+        "clipped", "glare", "colour_cast",
+    ),
 }  # fmt: skip
 
 # Reference points for the colour-cast measures (not thresholds): the hue band (degrees) of
@@ -438,6 +455,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
         out["ends_cut"] = _ends_cut(contact) if area else None
         out["one_end_cut"] = _one_end_cut(contact) if area else None
         out["colourfulness"] = _colourfulness(rgb[::k, ::k].reshape(-1, 3))
+        out["flat_share"] = _flat_share(rgb)
     if area < 16:
         # Nothing to measure colour or focus on; but a dark or burnt-out frame is often WHY
         # nothing was found, and "too dark" is the hint that helps the person retake.
@@ -653,6 +671,23 @@ def _white_and_tissue(
     out["tissue_chroma"] = float(math.hypot(a, b))
     out["tissue_hue"] = float(math.degrees(math.atan2(b, a)))
     return out
+
+
+FLAT_BLOCK = np.ones((8, 8), np.uint8)
+
+
+def _flat_share(rgb: np.ndarray) -> float:
+    """Share of the frame's 8x8 blocks whose every channel varies by at most one level. A
+    camera's sensor noise leaves no block flat (real photos: 0.01 at most, 0.47 after JPEG q30
+    on a blurred one); a screenshot's backgrounds and bars are flat (0.7-0.9). Blocks clipped
+    to white or black are left out: over-exposure flattens them too. Per-block max and min by
+    an 8x8 dilate and erode, read at the block centres (2 ms at 1280 px)."""
+    mx = cv2.dilate(rgb, FLAT_BLOCK)[4::8, 4::8]
+    mn = cv2.erode(rgb, FLAT_BLOCK)[4::8, 4::8]
+    flat = (cv2.subtract(mx, mn) <= 1).all(axis=-1)
+    clipped = (mn >= CLIP_HIGH).all(axis=-1) | (mx <= CLIP_LOW).all(axis=-1)
+    n = int(np.count_nonzero(~clipped))
+    return float(np.count_nonzero(flat & ~clipped) / n) if n else 0.0
 
 
 def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[str, float | None]:

@@ -389,7 +389,7 @@ NOT_EYELIDS: dict[str, Callable[[int], Array]] = {
     "screenshot": screenshot,
     "red cloth": red_cloth,
 }
-NOT_EYELID_CODES = ("not_an_eyelid", "not_a_photo", "conjunctiva_not_found")
+NOT_EYELID_CODES = ("not_an_eyelid", "not_a_photo", "screenshot", "conjunctiva_not_found")
 
 
 def not_eyelid_images(n_per_kind: int = 6) -> Iterator[tuple[str, int, Array]]:
