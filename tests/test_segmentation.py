@@ -329,3 +329,25 @@ def test_pallor_makes_the_conjunctiva_pale():
     out = _pallor(np.random.default_rng(0), img, mask).astype(int)
     assert out[32, 32, 0] - out[32, 32, 1] < 0.6 * (200 - 60)  # less red inside
     assert (out[2, 2] == img[2, 2]).all()  # untouched far away
+
+
+def test_guided_refine_leaves_a_far_away_eye_alone():
+    """A crop narrower than GUIDED_MIN_SIDE_RADII filter radii at the working scale keeps pass
+    2's own map (the filter had erased a far-away eye's band); a near one is refined."""
+    from hbscreen.inference.modelcard import load_card
+    from hbscreen.inference.preprocess import segment_two_pass
+
+    pre = load_card("segmentation").preprocessing
+    guided = {"radius": 8, "eps": 1e-3, "long_side": 320}
+
+    def red_detector(x: np.ndarray) -> np.ndarray:  # logits: the red band, as a model would
+        return np.where(x[:, :1] - x[:, 1:2] > 1.0, 8.0, -8.0).astype(np.float32)
+
+    for band, refined in (((470, 490, 600, 680), False), ((300, 560, 200, 1080), True)):
+        rgb = np.full((960, 1280, 3), 200, np.uint8)
+        y0, y1, x0, x1 = band
+        rgb[y0:y1, x0:x1] = (200, 40, 50)
+        plain = segment_two_pass(red_detector, rgb, pre, 0.5, 0.3)
+        snapped = segment_two_pass(red_detector, rgb, pre, 0.5, 0.3, guided)
+        assert plain[(y0 + y1) // 2, (x0 + x1) // 2] > 0.5
+        assert np.array_equal(plain, snapped) is not refined, band
