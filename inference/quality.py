@@ -81,6 +81,17 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "not_an_eyelid",
+        "colourfulness",
+        "95th percentile of colour saturation (CIELAB chroma) in the frame or cut-out",
+        "min",
+        # midway between the calibration half's printed pages (6.3 at most) and its real
+        # photos (18.1 at least; the under-exposed ones, 9.7, are told too_dark first)
+        12.0,
+        "There is almost no colour here: this looks like a page or a screen, not an eyelid.",
+        "photo",
+    ),
+    Rule(
+        "not_an_eyelid",
         "white_contrast",
         "how much brighter the white of the eye is than the conjunctiva (CIELAB L*)",
         "min",
