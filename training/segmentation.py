@@ -1169,6 +1169,8 @@ def card_section_md(seg: dict[str, Any]) -> list[str]:
             )
             + ".",
         ]
+    else:
+        lines += ["Trained on renderings only (training/render.py)."]
     g = seg.get("guided_refine")
     if g:
         lines += [
@@ -1176,8 +1178,6 @@ def card_section_md(seg: dict[str, Any]) -> list[str]:
             f"radius {g['radius']} px and eps {g['eps']:g} at long side {g['long_side']} px; "
             "preprocess.guided_refine).",
         ]
-    if not td.get("real_annotated_photos"):
-        lines += ["Trained on renderings only (training/render.py)."]
     if cv:
         lines += [
             "",
