@@ -61,9 +61,6 @@ NOT_REACHED = {
     "15 px smear overlap sharp photos' (along, 10th-90th percentile: 1.05-1.10 against 1.11-1.35)",
     "motion 30 px": "79% / 81%: the rest are told too_close (lid running off both sides, "
     "focus low) or blurry (photos soft across the movement too)",
-    "JPEG q30 + blur 8": "94% / 84%: with the motion row at 0.40 (chosen on the calibration "
-    "half, where it cost none of these) 5 of 32 held-out are told motion_blur: JPEG keeps "
-    "horizontal and vertical detail that a blurred photo has lost elsewhere",
     "over-exposed x2.5": "88% / 88%: a dark photo x2.5 keeps an unburnt white; some are "
     "told glare, or the served model finds no conjunctiva",
 }
