@@ -32,6 +32,7 @@ from hbscreen.inference.preprocess import crop_box, main_component, segment_two_
 from hbscreen.training.seg_augment import _pallor, _photometric
 from hbscreen.training.segmentation import (
     SERVE_LONG_SIDE,
+    _loss,
     cv_folds,
     iou_dice,
     load_real_photos,
@@ -40,8 +41,9 @@ from hbscreen.training.segmentation import (
 
 SIZE = (128, 320)  # refiner input (h, w): the lid band is wide and thin
 MARGIN = 0.25  # crop around the served mask, share of its size on each side
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-STD = np.array([58.395, 57.12, 57.375], np.float32)
+# the segmentation model's normalisation, so the refiner reads RGB as pass 2 does
+MEAN = np.array(preprocessing().mean, np.float32)
+STD = np.array(preprocessing().std, np.float32)
 
 
 def seg_runner(path: Path):
@@ -168,7 +170,6 @@ def tensors(X, P):
 
 def train(X, P, T, steps: int, batch: int = 12, lr: float = 3e-3, log=print):
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(0)
     xt, yt = tensors(X, P), torch.from_numpy(T[:, None].astype(np.float32))
@@ -181,11 +182,7 @@ def train(X, P, T, steps: int, batch: int = 12, lr: float = 3e-3, log=print):
         xb, yb = xt[idx], yt[idx]
         if g.random() < 0.5:
             xb, yb = xb.flip(-1), yb.flip(-1)
-        logit = net(xb)
-        pr = logit.sigmoid()
-        inter = (pr * yb).sum((1, 2, 3))
-        dice = 1 - (2 * inter + 1) / (pr.sum((1, 2, 3)) + yb.sum((1, 2, 3)) + 1)
-        loss = F.binary_cross_entropy_with_logits(logit, yb) + dice.mean()
+        loss = _loss(net(xb), yb)  # the segmentation model's BCE + soft Dice
         opt.zero_grad()
         loss.backward()
         opt.step()
