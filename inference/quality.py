@@ -341,9 +341,11 @@ SUPERSEDES: dict[str, tuple[str, ...]] = {
     "blurry": ("not_a_photo",),
     "not_a_photo": ("too_bright", "clipped", "glare", "colour_cast", "conjunctiva_cut_off"),
     "compressed": ("not_a_photo", "screenshot"),
-    "too_close": ("conjunctiva_cut_off", "blurry", "motion_blur", "not_a_photo"),
+    "too_close": ("conjunctiva_cut_off", "blurry", "not_a_photo"),
     "too_far": ("blurry", "motion_blur"),
-    "motion_blur": ("blurry", "not_a_photo"),
+    # A smear whose detail across the movement is sharp is a shaking hand, whatever the
+    # framing: "hold still" fixes it, "move back" would not (30 px smears of close-ups).
+    "motion_blur": ("blurry", "not_a_photo", "too_close"),
     # A screen's flat blocks: whatever else was measured on it is moot; but a JPEG crushed to
     # flat blocks is a compressed photo, not a screen ("compressed" hides it).
     "screenshot": (
@@ -363,21 +365,19 @@ BLUR_SIGMAS = (1.5, 3.0)
 FOCUS_LID_LENGTH = 600.0  # photo mode: the lid is resampled to at most this length (px)
 FOCUS_SIGMAS = (1.0, 2.0)
 FOCUS_DIRECTIONS = 8
-# Motion is judged only with detail left across the movement, little along it and a clear gap
-# between the two (chosen with the motion_blur row on the calibration half: a 15 px smear of a
-# real photo leaves up to ~1.10 along; a sharp photo keeps more, defocus loses both alike).
-# The row's 0.40: on the calibration half the largest value at which the degraded photos told
-# their right code reach their most (472, against 467 at the earlier 0.48; 15 px smears 26/33
-# against 21) while refusing no more good or harmless photos (that starts at 0.33).
-# (examples/eyelid.jpg was re-rendered with a seed whose vessels are not streaks: the old one
-# measured 0.47-0.50 like a smear and had held the row at 0.48.) Known weakness: a defocused
-# photo with almost no texture but a strong lid edge keeps "across" detail at the edge and reads
-# as motion (defocused renderings, sigma 5: 1 of 16; 4 of 16 with edge-snapped masks, see
-# training/segmentation.py REAL_RECIPE); defocused real photos are told blurry (sigma 4-16:
-# 65/65).
-MOTION_ALONG_MAX = 1.10
-MOTION_ACROSS_MIN = 1.06
-MOTION_MIN_GAP = 0.035
+# Motion (`_detail_by_direction`: each direction smoothed along itself only) is judged only with
+# detail kept across the movement and lost along it. Chosen on the calibration half (a grid of
+# along 1.25-1.40, across 1.30-1.70, the row 0.20-0.70): sharp photos keep along >= 1.40 (1.29
+# after blur sigma 1); smears of 15-30 px leave along 1.12-1.31 with across 1.43-2.04; blur
+# sigma 4 and too-close photos keep across below 1.47. Across 1.40-1.45 catches one smear more
+# but tells 1-4 blurred or too-close photos motion; along 1.33-1.37 and the row 0.20-0.50 give
+# the same table (along mid-plateau, the row kept at 0.40).
+MOTION_DIRECTIONS = 16
+MOTION_ALONG_MAX = 1.35
+MOTION_ACROSS_MIN = 1.50
+MOTION_HIGHPASS = 3.0  # sigma (px): shading and the lid's outline out of the spectrum
+MOTION_TAPER = 2.0  # sigma (px) of the band's soft edge: a hard edge adds detail of its own
+SPECTRUM_CELL = 8  # the power spectrum is averaged over 8 x 8 frequency cells
 DEBLOCK_ABOVE = 1.25  # relative block-step excess beyond which the focus measure deblocks
 # Beyond this blockiness the direction left may be JPEG's grid, not a hand's: motion is judged
 # only when the best direction is sharp (blurry's focus row).
@@ -719,8 +719,9 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     sclera: the photo's sharpest detail) are resampled so the lid is at most
     FOCUS_LID_LENGTH px long. In each of FOCUS_DIRECTIONS directions, the RMS directional
     derivative at sigma 1 over that at sigma 2 (noise energy removed) is near 1 when detail is
-    lost in that direction. Defocus loses it in every direction (focus = the best direction is
-    low); a shaking hand loses it along the movement only (motion = 1 - worst/best excess)."""
+    lost in that direction: defocus loses it in every direction (focus = the best direction is
+    low). A shaking hand loses it along the movement only, measured with smoothing along each
+    direction alone (`_detail_by_direction`): motion = 1 - along/across excess."""
     pts = cv2.findNonZero(ms)
     if pts is None:
         return {"focus": None, "motion": None, "block_steps": 0.0, "grain": None}
@@ -777,24 +778,74 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     # Motion: detail lost along one direction and kept ACROSS it (the orthogonal direction).
     # Comparing with the orthogonal, not the best, direction keeps JPEG's own anisotropy
     # (it keeps horizontal and vertical detail, drops diagonal) from passing as motion.
-    i = int(np.argmin(r))
-    along, across = float(r[i]), float(r[(i + FOCUS_DIRECTIONS // 2) % FOCUS_DIRECTIONS])
-    # Only with detail left across the movement: in a photo blurred all over, what is left is
-    # JPEG's own preference for horizontal detail, not a direction of movement.
-    # ... and with detail lost along it: a sharp photo of directional texture is not motion.
-    # ... and, in a photo crushed to blocks, only if its best direction is sharp: the grid keeps
-    # detail in its own two directions, so a defocused photo at JPEG q30 read as motion
-    # 0.44-0.71 (a hand's smear keeps the detail across it sharp).
+    d = _detail_by_direction(g, on, s, grain)
+    i = int(np.argmin(d))
+    along, across = float(d[i]), float(d[(i + MOTION_DIRECTIONS // 2) % MOTION_DIRECTIONS])
+    # Only with detail kept across the movement (in a photo blurred all over, what is left is
+    # JPEG's own preference for horizontal detail, not a direction of movement) and lost along
+    # it (a sharp photo of directional texture is not motion); and, in a photo crushed to
+    # blocks, only if its best direction is sharp: the grid keeps detail in its own two
+    # directions, so a defocused photo at JPEG q30 read as motion 0.44-0.71.
     moved = (
         across >= MOTION_ACROSS_MIN and along <= MOTION_ALONG_MAX
-        and across - along >= MOTION_MIN_GAP
         and (block <= MOTION_BLOCK_MAX or best >= _blurry_focus_min())
     )  # fmt: skip
     motion = 1.0 - max(along - 1.0, 0.0) / (across - 1.0) if moved else 0.0
     return {
         "focus": best, "motion": float(min(max(motion, 0.0), 1.0)), "block_steps": steps,
-        "grain": grain, "focus_along": along, "focus_across": across,
+        "grain": grain, "motion_along": along, "motion_across": across,
     }  # fmt: skip
+
+
+def _detail_by_direction(g: np.ndarray, on: np.ndarray, s: float, grain: float) -> np.ndarray:
+    """Fine-to-coarse detail ratio in each of MOTION_DIRECTIONS directions (0 = x, then
+    towards y in image axes), each smoothed along that direction only.
+
+    An isotropic blur mixes in the detail across a direction: along the lid's long arm, the
+    sharp lid margins parallel to a smear kept the ratio above 1.10, so smears along the lid
+    went unseen (15 px: caught 15/26 there against 34/39 in other directions). Here each
+    direction sees only the frequencies along it, from the power spectrum of the band
+    (high-passed, edges tapered, sensor noise removed): sqrt(E(1) / E(2)) with
+    E(sigma) = sum P(w) u^2 exp(-sigma^2 u^2), u = the frequency along the direction. An edge
+    parallel to the direction adds nothing to it; a smear along it takes it towards 1."""
+    taper = cv2.GaussianBlur(on.astype(np.float32), (0, 0), MOTION_TAPER)
+    x = (g - cv2.GaussianBlur(g, (0, 0), MOTION_HIGHPASS)) * taper
+    c = SPECTRUM_CELL
+    # sizes of 2c x (2, 3, 5-smooth): fast, and no cell straddles the jump from the highest
+    # positive to the most negative frequency, so the spectrum needs no fftshift
+    hp, wp = (2 * c * cv2.getOptimalDFTSize(-(-n // (2 * c))) for n in x.shape)
+    padded = np.zeros((hp, wp), np.float32)
+    padded[: x.shape[0], : x.shape[1]] = x
+    f = np.asarray(cv2.dft(padded, flags=cv2.DFT_COMPLEX_OUTPUT), np.float32)
+    f *= f
+    # |F|^2 averaged over c x c cells (the weights below change little across one)
+    power = cv2.resize(f[..., 0] + f[..., 1], (wp // c, hp // c), interpolation=cv2.INTER_AREA)
+    wy, wx = np.meshgrid(_cell_frequencies(hp), _cell_frequencies(wp), indexing="ij")
+    # white noise of variance (grain s)^2 after the resampling, through high-pass and taper
+    hpass = 1.0 - np.exp(-0.5 * MOTION_HIGHPASS**2 * (wx * wx + wy * wy))
+    noise = (grain * s) ** 2 * float(np.sum(taper * taper)) * hpass * hpass
+    p = np.maximum(power - noise, 0.0).ravel().astype(np.float32)
+    u2 = np.square(np.stack([wx.ravel(), wy.ravel()], axis=1) @ _DIRECTIONS)
+    k1 = np.exp(-u2)
+    k4 = k1 * k1
+    k4 *= k4
+    fine, coarse = p @ (u2 * k1), p @ (u2 * k4)  # smoothed at sigma 1 and 2
+    out: np.ndarray = np.where(coarse > 1e-9, np.sqrt(fine / np.maximum(coarse, 1e-12)), 1.0)
+    return out
+
+
+_DIRECTIONS = np.stack(
+    [np.cos(np.pi * np.arange(MOTION_DIRECTIONS) / MOTION_DIRECTIONS),
+     np.sin(np.pi * np.arange(MOTION_DIRECTIONS) / MOTION_DIRECTIONS)]
+).astype(np.float32)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_frequencies(n: int) -> np.ndarray:
+    """Mean angular frequency (radians / px) of each SPECTRUM_CELL run of a DFT axis."""
+    w = (2 * np.pi * np.fft.fftfreq(n)).astype(np.float32)
+    out: np.ndarray = w.reshape(-1, SPECTRUM_CELL).mean(axis=1)
+    return out
 
 
 def _block_steps(luma: np.ndarray, m: np.ndarray, ox: int, oy: int) -> float:

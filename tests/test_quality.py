@@ -355,9 +355,10 @@ def test_motion_blur_is_told_apart_from_defocus(photo) -> None:
 
     rgb, mask = photo
     # The synthetic texture is finer than real tissue: it takes a longer smear to lose it.
-    # Not at 0 degrees: a smear along this synthetic lid's strong, nearly horizontal outline
-    # leaves its x-derivative sharp (real photos: see the calibration table's motion rows).
-    for angle in (35.0, 90.0):
+    # 0 degrees included: a smear along the lid's strong, nearly horizontal outline leaves the
+    # detail ACROSS it sharp, which an isotropic focus measure mixed into "along" (the old
+    # measure missed it; real photos: the calibration table's motion rows).
+    for angle in (0.0, 35.0, 90.0, 150.0):
         assert told(assess(motion(rgb, 81, angle), mask)) == ["motion_blur"], angle
     assert told(assess(blur(rgb, 12), mask)) == ["blurry"]
 
@@ -419,6 +420,7 @@ def test_not_an_eyelid_as_served(kind) -> None:
 def test_precedence_gives_the_one_hint_that_fixes_it() -> None:
     assert primary_codes(["blurry", "motion_blur"]) == ["motion_blur"]
     assert primary_codes(["too_close", "conjunctiva_cut_off", "blurry"]) == ["too_close"]
+    assert primary_codes(["too_close", "motion_blur"]) == ["motion_blur"]  # hold still first
     assert primary_codes(["greyscale", "not_an_eyelid", "colour_cast"]) == ["greyscale"]
     assert primary_codes(["conjunctiva_not_found", "too_far"]) == ["conjunctiva_not_found"]
     assert primary_codes(["glare", "too_dark"]) == ["glare", "too_dark"]

@@ -57,13 +57,7 @@ NOT_REACHED = {
     "crop cuts the lid": "good photos of this device already run off the frame at the lid's "
     "full thickness (edge contact / thickness up to 1.1-1.35, cut lids 0.35-1.2): no frame "
     "contact measure separates them",
-    "motion 15 px": "79% / 72% with the row at 0.40: the along/across detail ratios of a "
-    "15 px smear overlap sharp photos' (along, 10th-90th percentile: 1.05-1.10 against 1.11-1.35); "
-    "the misses are smears rising to the right (120-180 deg in image axes, along the lid's long "
-    "arm in these photos): caught 15/26 there against 34/39 in other directions, both halves",
-    "motion 30 px": "79% / 81%: the rest are told too_close (lid running off both sides, "
-    "focus low) or blurry (photos soft across the movement too)",
-    "over-exposed x2.5": "88% / 88%: a dark photo x2.5 keeps an unburnt white; some are "
+    "over-exposed x2.5": "91% / 84%: a dark photo x2.5 keeps an unburnt white; some are "
     "told glare, or the served model finds no conjunctiva",
 }
 
