@@ -57,6 +57,10 @@ NOT_REACHED = {
     "crop cuts the lid": "good photos of this device already run off the frame at the lid's "
     "full thickness (edge contact / thickness up to 1.1-1.35, cut lids 0.35-1.2): no frame "
     "contact measure separates them",
+    "motion 15 px, sent (JPEG q80)": "97% / 84%: JPEG's quantisation error is fine detail in "
+    "every direction, which the motion measure does not remove as it removes sensor noise: "
+    "it lifts 'along' by 0.03-0.10, and the held-out misses sit at 1.34-1.40 against the 1.35 "
+    "ceiling",
     "over-exposed x2.5": "91% / 84%: a dark photo x2.5 keeps an unburnt white; some are "
     "told glare, or the served model finds no conjunctiva",
 }

@@ -198,6 +198,16 @@ def _same_mask(f: Callable[[Array, int], Array]) -> Callable[[Array, Array, int]
     return lambda rgb, m, seed: (f(rgb, seed), m)
 
 
+def _shaken(length: int, sent_quality: int | None = None) -> Callable[[Array, Array, int], tuple]:
+    """A smear of `length` px in a direction drawn from the seed, then JPEG-saved if sent."""
+
+    def f(rgb: Array, seed: int) -> Array:
+        out = motion(rgb, length, float(np.random.default_rng(seed).uniform(0, 180)))
+        return out if sent_quality is None else jpeg(out, sent_quality)
+
+    return _same_mask(f)
+
+
 WARM_LAMP = (1.0, 0.8, 0.55)  # tungsten / warm-white LED seen through auto white balance
 COOL_LAMP = (0.7, 0.85, 1.0)  # cold fluorescent / blue LED
 DEGRADATIONS: tuple[Degradation, ...] = (
@@ -206,16 +216,10 @@ DEGRADATIONS: tuple[Degradation, ...] = (
     Degradation(
         "blur sigma 16", "blurry", _same_mask(lambda x, s: gaussian(x, 16)), ("too_close",)
     ),
-    Degradation(
-        "motion 15 px",
-        "motion_blur",
-        _same_mask(lambda x, s: motion(x, 15, float(np.random.default_rng(s).uniform(0, 180)))),
-    ),
-    Degradation(
-        "motion 30 px",
-        "motion_blur",
-        _same_mask(lambda x, s: motion(x, 30, float(np.random.default_rng(s).uniform(0, 180)))),
-    ),
+    Degradation("motion 15 px", "motion_blur", _shaken(15)),
+    Degradation("motion 30 px", "motion_blur", _shaken(30)),
+    # what a messenger makes of a shaken photo
+    Degradation("motion 15 px, sent (JPEG q80)", "motion_blur", _shaken(15, sent_quality=80)),
     Degradation("under-exposed x0.3", "too_dark", _same_mask(lambda x, s: gains(x, 0.3))),
     Degradation("over-exposed x2.5", "too_bright", _same_mask(lambda x, s: gains(x, 2.5))),
     Degradation("glare 10%", "glare", lambda x, m, s: (add_glare(x, m, 0.10, s), m)),
