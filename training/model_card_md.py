@@ -9,6 +9,8 @@ from typing import Any
 from hbscreen.inference.modelcard import ModelCard
 
 LABELS = {"child": "children (Ghana)", "woman": "adult women", "man": "adult men"}
+QUALITY_GATE = Path("reports") / "quality_gate.json"  # quality_calibration.GATE_TABLE
+LICENCE_HEADING = "## Licence and citation"
 
 
 def _f(v: Any) -> str:
@@ -126,9 +128,13 @@ def write_model_card_md(
         from .segmentation import card_section_md
 
         lines += ["", *card_section_md(seg)]
+    if QUALITY_GATE.is_file():  # measured by quality_calibration --record, carried over
+        from .quality_calibration import card_section_md as gate_section_md
+
+        lines += ["", *gate_section_md(json.loads(QUALITY_GATE.read_text("utf-8")))]
     lines += [
         "",
-        "## Licence and citation",
+        LICENCE_HEADING,
         "",
         card.licence,
         "Cite them wherever these models are used:",
@@ -140,3 +146,17 @@ def write_model_card_md(
         "",
     ]
     path.write_text("\n".join(lines), "utf-8")
+
+
+def replace_section(text: str, section: list[str]) -> str:
+    """`text` (a MODEL_CARD.md) with the section headed by section[0] replaced, or inserted
+    before the licence section where it has none."""
+    heading = section[0]
+    body = "\n".join(section).rstrip("\n") + "\n\n"
+    start = text.find(heading + "\n")
+    if start < 0:
+        at = text.find(LICENCE_HEADING + "\n")
+        at = len(text) if at < 0 else at
+        return text[:at] + body + text[at:]
+    end = text.find("\n## ", start + len(heading))
+    return text[:start] + body + (text[end + 1 :] if end >= 0 else "")
