@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from hbscreen.training import quality_calibration as qc
-from hbscreen.training.model_card_md import replace_section
+from hbscreen.training.model_card_md import QUALITY_GATE, gate_section_md, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = "# card\n\n## Segmentation\n\nseg text\n\n## Licence and citation\n\nCC BY\n"
@@ -36,18 +36,18 @@ def test_record_has_every_row_of_both_halves() -> None:
 
 def test_gate_section_goes_before_the_licence_and_is_replaced_in_place() -> None:
     rec = qc.table_record({"calibration": _measured(True)}, "model", "seg 1")
-    once = replace_section(CARD, qc.card_section_md(rec))
+    once = replace_section(CARD, gate_section_md(rec))
     assert once.index("## Segmentation") < once.index("## Quality gate") < once.index("## Lic")
     assert "| greyscale | greyscale | 0/1 (0%) |" in once
     rec["rows"][0]["calibration"] = [1, 2]
-    twice = replace_section(once, qc.card_section_md(rec))
+    twice = replace_section(once, gate_section_md(rec))
     assert twice.count("## Quality gate") == 1 and "| 1/2 (50%) |" in twice
     assert twice.endswith("## Licence and citation\n\nCC BY\n")
 
 
 def test_committed_card_shows_the_committed_gate_table() -> None:
     """MODEL_CARD.md's Quality gate section is what reports/quality_gate.json says."""
-    rec = json.loads((ROOT / qc.GATE_TABLE).read_text("utf-8"))
+    rec = json.loads((ROOT / QUALITY_GATE).read_text("utf-8"))
     card = (ROOT / qc.MODEL_CARD_MD).read_text("utf-8")
-    assert replace_section(card, qc.card_section_md(rec)) == card
+    assert replace_section(card, gate_section_md(rec)) == card
     assert len(rec["rows"]) == len(qc.table(_measured(True)))

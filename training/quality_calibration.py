@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from hbscreen.inference import intake, quality
+from hbscreen.training.model_card_md import QUALITY_GATE, gate_section_md, replace_section
 
 WORK_LONG_SIDE = 1280  # what the pipeline decodes to (inference/pipeline.py)
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/eyes-defy-anemia"
@@ -544,7 +545,6 @@ def suggest(m: Measured, rule: quality.Rule) -> tuple[float | None, int, int, in
     return sug, len(bb), caught, refused
 
 
-GATE_TABLE = Path("reports") / "quality_gate.json"
 MODEL_CARD_MD = Path("inference") / "models" / "MODEL_CARD.md"
 RECORD_COMMAND = "python -m hbscreen.training.quality_calibration --record"
 
@@ -581,36 +581,11 @@ def table_record(measured: dict[str, Measured], masks: str, segmentation: str) -
     }
 
 
-def card_section_md(record: dict) -> list[str]:
-    """The model card's "Quality gate" section from `table_record`."""
-    halves = [k for k in record["rows"][0] if k not in ("item", "expected")]
-    lines = [
-        "## Quality gate",
-        "",
-        "Photo-mode thresholds (`inference/quality.py` RULES) chosen on the calibration half (by",
-        "patient) of the 65 real Eyes-defy-anemia photos, each photo judged on the mask the served",
-        f"segmentation {record['segmentation']} gives it; the other half only reported. Good",
-        "photos and harmless variants: accepted; degraded ones: caught with the expected code.",
-        f"Measured {record['measured_on']} with `{record['command']}` ("
-        + ", ".join(f"{k} {v}" for k, v in record.get("libraries", {}).items())
-        + ").",
-        "",
-        "| item | expected code | " + " | ".join(halves) + " |",
-        "|---|---|" + "---|" * len(halves),
-    ]
-    for r in record["rows"]:
-        cells = " | ".join(f"{r[h][0]}/{r[h][1]} ({r[h][0] / r[h][1]:.0%})" for h in halves)
-        lines.append(f"| {r['item']} | {r['expected']} | {cells} |")
-    return [*lines, ""]
-
-
 def write_record(record: dict, json_path: Path, card_md: Path) -> None:
-    from .model_card_md import replace_section
-
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
     if card_md.is_file():
-        text = replace_section(card_md.read_text("utf-8"), card_section_md(record))
+        text = replace_section(card_md.read_text("utf-8"), gate_section_md(record))
         card_md.write_text(text, "utf-8")
 
 
@@ -633,7 +608,7 @@ def main() -> None:  # pragma: no cover - a report, run by hand
     ap.add_argument(
         "--record",
         action="store_true",
-        help=f"also write the table to {GATE_TABLE} and the model card's Quality gate section "
+        help=f"also write the table to {QUALITY_GATE} and the model card's Quality gate section "
         "(served masks only)",
     )
     a = ap.parse_args()
@@ -675,8 +650,8 @@ def _record(measured: dict[str, Measured]) -> None:  # pragma: no cover - run by
     from hbscreen.inference.pipeline import Pipeline
 
     seg = Pipeline.shared().model_versions["segmentation"]
-    write_record(table_record(measured, "model", seg), GATE_TABLE, MODEL_CARD_MD)
-    print(f"\nwrote {GATE_TABLE} and the Quality gate section of {MODEL_CARD_MD}")
+    write_record(table_record(measured, "model", seg), QUALITY_GATE, MODEL_CARD_MD)
+    print(f"\nwrote {QUALITY_GATE} and the Quality gate section of {MODEL_CARD_MD}")
 
 
 def report(measured: dict[str, Measured], masks: str) -> None:  # pragma: no cover
