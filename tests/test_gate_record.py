@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from hbscreen.training import quality_calibration as qc
-from hbscreen.training.model_card_md import QUALITY_GATE, gate_section_md, replace_section
+from hbscreen.training.card_sections import replace_section
+from hbscreen.training.model_card_md import QUALITY_GATE, gate_section_md
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = "# card\n\n## Segmentation\n\nseg text\n\n## Licence and citation\n\nCC BY\n"

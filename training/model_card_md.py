@@ -8,9 +8,10 @@ from typing import Any
 
 from hbscreen.inference.modelcard import ModelCard
 
+from .card_sections import LICENCE_HEADING
+
 LABELS = {"child": "children (Ghana)", "woman": "adult women", "man": "adult men"}
 QUALITY_GATE = Path("reports") / "quality_gate.json"  # by quality_calibration --record
-LICENCE_HEADING = "## Licence and citation"
 
 
 def _f(v: Any) -> str:
@@ -144,20 +145,6 @@ def write_model_card_md(
         "",
     ]
     path.write_text("\n".join(lines), "utf-8")
-
-
-def replace_section(text: str, section: list[str]) -> str:
-    """`text` (a MODEL_CARD.md) with the section headed by section[0] replaced, or inserted
-    before the licence section where it has none."""
-    heading = section[0]
-    body = "\n".join(section).rstrip("\n") + "\n\n"
-    start = text.find(heading + "\n")
-    if start < 0:
-        at = text.find(LICENCE_HEADING + "\n")
-        at = len(text) if at < 0 else at
-        return text[:at] + body + text[at:]
-    end = text.find("\n## ", start + len(heading))
-    return text[:start] + body + (text[end + 1 :] if end >= 0 else "")
 
 
 def gate_section_md(record: dict) -> list[str]:

@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 
 from hbscreen.inference import intake, quality
-from hbscreen.training.model_card_md import QUALITY_GATE, gate_section_md, replace_section
+from hbscreen.training.card_sections import replace_section
+from hbscreen.training.model_card_md import QUALITY_GATE, gate_section_md
 
 WORK_LONG_SIDE = 1280  # what the pipeline decodes to (inference/pipeline.py)
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/eyes-defy-anemia"

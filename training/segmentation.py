@@ -38,6 +38,7 @@ from hbscreen.inference.preprocess import (
     segmentation_input,
 )
 
+from .card_sections import replace_section
 from .render import procedural_conjunctiva, render_eye_photo
 
 MODEL_NAME = "segmentation"
@@ -1248,12 +1249,5 @@ def update_model_card_md(md_path: Path, seg_json: Path) -> None:
     """Replace the '## Segmentation' section of an existing MODEL_CARD.md in place."""
     text = Path(md_path).read_text("utf-8")
     seg = json.loads(Path(seg_json).read_text("utf-8"))
-    head, sep, rest = text.partition("## Segmentation\n")
-    if not sep:
-        head, sep, rest = text.partition("## Licence and citation\n")
-        rest = sep + rest
-    else:
-        _, sep2, tail = rest.partition("\n## ")
-        rest = ("## " + tail) if sep2 else ""
-    new = head.rstrip("\n") + "\n\n" + "\n".join(card_section_md(seg)) + "\n" + rest
+    new = replace_section(text, card_section_md(seg))
     Path(md_path).write_text(new, "utf-8")
