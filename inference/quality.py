@@ -7,13 +7,13 @@ threshold lives in `RULES` (one row per check and measure; a code may have sever
 
 What is measured (photo mode), and why:
 - framing: share and pixels of the conjunctiva (too_far), a lid running off both sides of the
-  frame and out of focus (too_close: phones cannot focus that close), one end cut by the
-  frame (conjunctiva_cut_off);
+  frame and out of focus (too_close: phones cannot focus that close), a lid cut by the frame
+  along it, or across it with more of it outside than its symmetry allows (conjunctiva_cut_off);
 - focus per direction around the conjunctiva (lid margin, vessels): defocus loses detail in
   every direction (blurry), a shaking hand along one (motion_blur); JPEG block steps
   (compressed);
 - exposure and reflections on the conjunctiva (too_dark, too_bright, clipped, glare) and the
-  share of the eye region burnt out to white (too_bright);
+  share of the eye region and of the whole frame burnt out to white (too_bright);
 - colour from the white of the eye next to the conjunctiva, not from the whole frame (a
   close-up of red tissue is red, not a cast): its a*, b* are the lamp's colour (colour_cast);
   the conjunctiva divided by that white must be red tissue, darker than the white
@@ -193,6 +193,16 @@ RULES: tuple[Rule, ...] = (
         "photo",
     ),
     Rule(
+        "conjunctiva_cut_off",
+        "lid_outside",
+        "share of the eyelid's length outside a side of the frame (from its symmetry)",
+        "max",
+        0.25,
+        "Part of the eyelid is cut off at the side of the photo. Keep the whole eyelid "
+        "inside the frame.",
+        "photo",
+    ),
+    Rule(
         "blurry",
         "focus",
         "fine-to-coarse detail ratio around the conjunctiva, best direction (1 = no detail)",
@@ -251,6 +261,17 @@ RULES: tuple[Rule, ...] = (
         "max",
         0.2,
         "The photo is too bright: the white of the eye is burnt out. Use softer light.",
+        "photo",
+    ),
+    # Calibration half: exposure x1.3 (accepted) burns up to 0.18 of the frame (the white of the
+    # eye), x2.5 at least 0.34; midway.
+    Rule(
+        "too_bright",
+        "frame_burnt",
+        "share of the whole photo burnt out to white",
+        "max",
+        0.26,
+        "The photo is too bright: much of it is burnt out to white. Use softer light.",
         "photo",
     ),
     Rule(
@@ -386,7 +407,13 @@ DEBLOCK_ABOVE = 1.25  # relative block-step excess beyond which the focus measur
 # Then blur 8 + JPEG q30 is caught 33/33 and 31/32 (was 31/33, 27/32); no other row moved.
 MOTION_BLOCK_MAX = 2.9
 EDGE_STRIP = 0.025  # share of the frame's long side next to an edge that counts as touching it
-FILLING_ENDS_CUT = 0.25  # both ends touch the frame over a quarter of the lid's thickness
+END_TOUCHES = 0.25  # an end of the lid touches the frame over a quarter of its thickness
+LOWEST_WITHIN = 0.15  # columns this close (in thicknesses) to the lowest one form the lid's bottom
+MIN_SAG = 0.5  # the higher end rises at least this much (thicknesses) above the bottom
+BROKEN_PIECE = 0.05  # a second piece this big (share of the mask): the band is broken
+# lid_outside's row (0.25): on the calibration half good photos (and their variants) reach 0.15,
+# lids cut by a third 0.27-0.35; set near the cuts, not midway, because a pale (anaemic) lid
+# wrongly refused costs more than a cut one measured on the part that is visible.
 CLIP_HIGH, CLIP_LOW = 254, 2
 GLARE_MIN_MAX, GLARE_MIN_WHITENESS, GLARE_ABOVE_MEDIAN = 240.0, 0.85, 30.0
 WHITE_MAX = 250  # a channel this high: clipped, so not a measure of the light's colour
@@ -476,7 +503,10 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
         contact = _edge_contact(ms)
         out["ends_cut"] = _ends_cut(contact) if area else None
         out["one_end_cut"] = _one_end_cut(contact) if area else None
-        out["colourfulness"] = _colourfulness(rgb[::k, ::k].reshape(-1, 3))
+        out["lid_outside"] = _lid_outside(ms, contact) if area else None
+        frame = rgb[::k, ::k].reshape(-1, 3)
+        out["colourfulness"] = _colourfulness(frame)
+        out["frame_burnt"] = _burnt_share(frame)
         out["flat_share"] = _flat_share(rgb)
     if area < 16:
         # Nothing to measure colour or focus on; but a dark or burnt-out frame is often WHY
@@ -514,7 +544,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     out.update(_focus(rgb, mask, ms, k))
     focus = out["focus"]
     # Filling the frame end to end and out of focus: the phone is closer than it can focus.
-    filling = (out["ends_cut"] or 0.0) >= FILLING_ENDS_CUT
+    filling = (out["ends_cut"] or 0.0) >= END_TOUCHES
     out["filling_focus"] = focus if filling else None
     return out
 
@@ -633,10 +663,59 @@ def _one_end_cut(contact: Contact) -> float:
     return max(abs(left - right), abs(top - bottom)) / thick
 
 
+def _lid_outside(m: np.ndarray, contact: Contact) -> float:
+    """Share of the lid's length outside the frame, from its symmetry: a pulled-down lower lid
+    sags to its lowest point about midway between its ends, so a band that runs off one side
+    edge with its bottom near that edge continues about as far again outside the frame.
+
+    Judged on the midline of the largest piece of the mask (column by column, the photo being
+    upright), only where an end touches a side edge and the band sags (a flat one has no
+    bottom to find); 0 otherwise. With the bottom at a share r of the visible length from the
+    touching edge, the lid mirrored about its bottom has (1 - 2r) / (2 (1 - r)) of its length
+    outside (a third outside: r = 0.2). Good photos that run off the frame stay below ~0.15."""
+    if contact is None:
+        return 0.0
+    (left, right, _, _), thick = contact
+    touches = (left >= END_TOUCHES * thick, right >= END_TOUCHES * thick)
+    if not any(touches):
+        return 0.0
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if n < 2 or np.count_nonzero(areas >= BROKEN_PIECE * areas.sum()) > 1:
+        return 0.0  # a band in pieces (pale tissue is where segmentation breaks it): no shape
+    i = 1 + int(np.argmax(areas))
+    x, _, w, h = (int(v) for v in stats[i, :4])
+    if h > w:  # a lid standing up: the photo is not upright, there is no "lowest" to go by
+        return 0.0
+    band = (labels[:, x : x + w] == i).astype(np.float32)
+    count = band.sum(axis=0)
+    cols = np.flatnonzero(count)
+    rows = np.arange(band.shape[0], dtype=np.float32)
+    mid = (rows @ band)[cols] / count[cols]  # the band's midline, y grows downwards
+    lid_thick = float(np.median(count[cols]))
+    lowest = float(mid.max())
+    if lowest - min(mid[0], mid[-1]) < MIN_SAG * lid_thick:
+        return 0.0
+    bottom = float(cols[mid >= lowest - LOWEST_WITHIN * lid_thick].mean())
+    r = (bottom - cols[0]) / max(1, int(cols[-1] - cols[0]))
+    r = min(r if touches[0] else 1.0, 1.0 - r if touches[1] else 1.0)
+    return max(0.0, float((1.0 - 2.0 * r) / (2.0 * (1.0 - r))))
+
+
 def _lab(px: np.ndarray) -> np.ndarray:
     """Nx3 RGB (0-255) -> Nx3 CIELAB (float)."""
     p = np.asarray(px, np.float32).reshape(-1, 1, 3) / 255.0
     return cv2.cvtColor(p, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+
+
+def _burnt_share(px: np.ndarray) -> float:
+    """Share of (a sample of) pixels burnt out to white in every channel. Over the whole frame
+    it does not depend on the mask: an over-exposed lid is where segmentation goes wrong (it
+    marks the lashes or the skin instead), and the eye region around a wrong mask may be
+    unburnt."""
+    step = max(1, len(px) // MAX_STAT_PIXELS)
+    p = px[::step]
+    return float(np.count_nonzero(p.min(axis=1) >= BURNT_MIN)) / max(1, len(p))
 
 
 def _colourfulness(px: np.ndarray) -> float:

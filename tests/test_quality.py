@@ -242,17 +242,40 @@ def test_conjunctiva_too_few_pixels_even_when_filling_the_frame(photo) -> None:
 
 
 def test_conjunctiva_cut_off(photo) -> None:
-    """A crop along the lid (its lower half outside) is told; a crop across it only raises
-    the measure: good real close-ups touch one edge as much (see the calibration table)."""
+    """A crop along the lid (its lower half outside) is told."""
     rgb, mask = photo
     _, y, _, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
     along = slice(None, y + h // 2), slice(None)
     q = assess(np.ascontiguousarray(rgb[along]), np.ascontiguousarray(mask[along]))
     assert told(q) == ["conjunctiva_cut_off"], q.failing
-    x, _, w, _ = cv2.boundingRect((mask > 0.5).astype(np.uint8))
-    across = slice(None), slice(x + w // 3, None)  # the left third of the eyelid is outside
-    cut = measure(np.ascontiguousarray(rgb[across]), np.ascontiguousarray(mask[across]))
-    assert cut["one_end_cut"] > measure(rgb, mask)["one_end_cut"] + 0.5
+
+
+def sagging_lid(h: int = 960, w: int = 1280, sag: float = 150.0) -> np.ndarray:
+    """A lower lid's band as real masks draw it: a smile 1000 px long whose bottom is midway."""
+    x = np.arange(w, dtype=np.float32)[None, :]
+    y = np.arange(h, dtype=np.float32)[:, None]
+    t = (x - w / 2) / 500.0
+    bottom = 600.0 - sag * t**2
+    top = bottom - 60.0 * (1 - 0.5 * t**2)
+    return ((y <= bottom) & (y >= top) & (np.abs(t) <= 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_share_of_the_lid_outside_a_side_is_read_from_its_symmetry(side) -> None:
+    """A crop across the lid: good real photos run off a side as far as cut ones (the
+    calibration table), but the band's bottom tells how much of it is missing."""
+    lid = sagging_lid()
+    limit = next(r.threshold for r in RULES if r.key == "lid_outside")
+    assert measure(np.zeros((*lid.shape, 3), np.uint8), lid)["lid_outside"] == 0.0
+    for outside in (0.1, 0.15, 0.33, 0.45):  # at 0.45 the bottom is almost at the cut
+        x0 = 140 + round(1000 * outside)
+        cut = lid[:, x0:] if side == "left" else lid[:, ::-1][:, x0:][:, ::-1]
+        cut = np.ascontiguousarray(cut)
+        got = measure(np.zeros((*cut.shape, 3), np.uint8), cut)["lid_outside"]
+        assert got == pytest.approx(outside, abs=0.05 if outside < 0.4 else 0.1)
+        assert (got > limit) == (outside > limit)
+    flat = np.ascontiguousarray(sagging_lid(sag=0.0)[:, 473:])  # no bottom to go by
+    assert measure(np.zeros((*flat.shape, 3), np.uint8), flat)["lid_outside"] == 0.0
 
 
 def test_blurry(photo) -> None:
@@ -364,13 +387,12 @@ def test_motion_blur_is_told_apart_from_defocus(photo) -> None:
 
 
 def test_too_close_is_told_apart_from_too_far_and_a_cut(photo) -> None:
-    from hbscreen.training.quality_calibration import cut_lid, too_close, zoom_out
+    from hbscreen.training.quality_calibration import too_close, zoom_out
 
     rgb, mask = photo
     close_rgb, close_mask = too_close(rgb, mask)
     assert told(assess(blur(close_rgb, 6), close_mask)) == ["too_close"]
     assert told(assess(*zoom_out(rgb, mask, 6.0))) == ["too_far"]
-    assert "conjunctiva_cut_off" not in told(assess(*cut_lid(rgb, mask)))  # see above
 
 
 @pytest.mark.parametrize("kind", ["face", "cat", "document", "screenshot", "red cloth"])

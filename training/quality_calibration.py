@@ -239,7 +239,11 @@ DEGRADATIONS: tuple[Degradation, ...] = (
         _same_mask(lambda x, s: jpeg(gaussian(x, 8), 30)),
         ("too_close", "compressed"),
     ),
-    Degradation("crop cuts the lid", "conjunctiva_cut_off", lambda x, m, s: cut_lid(x, m)),
+    # A cut lid that already ran off the other side is told "too close" (its ends are outside:
+    # moving back brings the cut end in too).
+    Degradation(
+        "crop cuts the lid", "conjunctiva_cut_off", lambda x, m, s: cut_lid(x, m), ("too_close",)
+    ),
     Degradation("zoomed out x5", "too_far", lambda x, m, s: zoom_out(x, m, 5.0)),
     Degradation("too close", "too_close", lambda x, m, s: too_close(x, m)),
 )
