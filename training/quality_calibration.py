@@ -145,8 +145,12 @@ def pallor(rgb: Array, mask: Array, amount: float) -> Array:
     return np.clip(f * (1 - a) + pale * a, 0, 255).astype(np.uint8)
 
 
-def cut_lid(rgb: Array, mask: Array) -> tuple[Array, Array]:
-    """A crop that cuts the lid: a third of the conjunctiva's length lies outside the frame."""
+def cut_lid(rgb: Array, mask: Array, side: str = "left") -> tuple[Array, Array]:
+    """A crop that cuts the lid: a third of the conjunctiva's length lies outside the frame,
+    beyond its left or right side."""
+    if side == "right":
+        r, m = cut_lid(rgb[:, ::-1], mask[:, ::-1])
+        return np.ascontiguousarray(r[:, ::-1]), np.ascontiguousarray(m[:, ::-1])
     x, _, w, _ = cv2.boundingRect((mask > 0.5).astype(np.uint8))
     x0 = x + w // 3
     return np.ascontiguousarray(rgb[:, x0:]), np.ascontiguousarray(mask[:, x0:])
@@ -243,6 +247,12 @@ DEGRADATIONS: tuple[Degradation, ...] = (
     # moving back brings the cut end in too).
     Degradation(
         "crop cuts the lid", "conjunctiva_cut_off", lambda x, m, s: cut_lid(x, m), ("too_close",)
+    ),
+    Degradation(
+        "crop cuts the lid (right)",
+        "conjunctiva_cut_off",
+        lambda x, m, s: cut_lid(x, m, "right"),
+        ("too_close",),
     ),
     Degradation("zoomed out x5", "too_far", lambda x, m, s: zoom_out(x, m, 5.0)),
     Degradation("too close", "too_close", lambda x, m, s: too_close(x, m)),
