@@ -674,7 +674,7 @@ def _lid_outside(m: np.ndarray, contact: Contact) -> float:
     upright), only where an end touches a side edge and the band sags (a flat one has no
     bottom to find); 0 otherwise. With the bottom at a share r of the visible length from the
     touching edge, the lid mirrored about its bottom has (1 - 2r) / (2 (1 - r)) of its length
-    outside (a third outside: r = 0.2). Good photos that run off the frame stay below ~0.15."""
+    outside (a third outside: r = 0.25). Good photos that run off the frame stay below ~0.15."""
     if contact is None:
         return 0.0
     (left, right, _, _), thick = contact

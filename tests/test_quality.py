@@ -386,7 +386,7 @@ def test_motion_blur_is_told_apart_from_defocus(photo) -> None:
     assert told(assess(blur(rgb, 12), mask)) == ["blurry"]
 
 
-def test_too_close_is_told_apart_from_too_far_and_a_cut(photo) -> None:
+def test_too_close_is_told_apart_from_too_far(photo) -> None:
     from hbscreen.training.quality_calibration import too_close, zoom_out
 
     rgb, mask = photo
