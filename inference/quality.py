@@ -717,7 +717,12 @@ def _burnt_share(px: np.ndarray) -> float:
     unburnt."""
     step = max(1, len(px) // MAX_STAT_PIXELS)
     p = px[::step]
-    return float(np.count_nonzero(p.min(axis=1) >= BURNT_MIN)) / max(1, len(p))
+    return float(np.count_nonzero(_burnt(p))) / max(1, len(p))
+
+
+def _burnt(px: np.ndarray) -> np.ndarray:
+    """Nx3 pixels burnt out to white: every channel at BURNT_MIN or above."""
+    return px.min(axis=1) >= BURNT_MIN
 
 
 def _colourfulness(px: np.ndarray) -> float:
@@ -744,9 +749,8 @@ def _white_and_tissue(
     x0, x1 = max(0, x - e), min(W, x + w + e)
     step = max(1, math.ceil(math.sqrt((y1 - y0) * (x1 - x0) / (4 * MAX_STAT_PIXELS))))
     near = np.ascontiguousarray(rgb[y0:y1:step, x0:x1:step]).reshape(-1, 3).astype(np.float32)
-    r_, g_, b_ = near[:, 0], near[:, 1], near[:, 2]
-    burnt = np.minimum(np.minimum(r_, g_), b_) >= BURNT_MIN  # white burnt out (or a reflection)
-    clipped = np.maximum(np.maximum(r_, g_), b_) >= WHITE_MAX
+    burnt = _burnt(near)  # white burnt out (or a reflection)
+    clipped = near.max(axis=1) >= WHITE_MAX
     burnt_share = float(np.mean(burnt)) if len(near) else 0.0
     near = near[~(burnt | clipped)]
     if len(near) < 50 or burnt_share > BURNT_SKIP:  # over-exposed: the white is gone
