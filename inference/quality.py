@@ -701,7 +701,9 @@ def _lid_outside(m: np.ndarray, contact: Contact) -> float:
     bottom = float(cols[mid >= lowest - LOWEST_WITHIN * lid_thick].mean())
     r = (bottom - cols[0]) / max(1, int(cols[-1] - cols[0]))
     r = min(r if touches[0] else 1.0, 1.0 - r if touches[1] else 1.0)
-    return max(0.0, float((1.0 - 2.0 * r) / (2.0 * (1.0 - r))))
+    if r >= 0.5:  # the bottom is at or past the middle: by symmetry nothing is outside
+        return 0.0
+    return float((1.0 - 2.0 * r) / (2.0 * (1.0 - r)))
 
 
 def _lab(px: np.ndarray) -> np.ndarray:

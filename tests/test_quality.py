@@ -278,6 +278,20 @@ def test_share_of_the_lid_outside_a_side_is_read_from_its_symmetry(side) -> None
     assert measure(np.zeros((*flat.shape, 3), np.uint8), flat)["lid_outside"] == 0.0
 
 
+def test_a_band_lowest_at_its_inner_end_has_nothing_outside() -> None:
+    """A band that runs off the right edge rising, lowest at its left end (a wrong mask, or a
+    tilted lid with a hook there): its bottom is at the far end from the edge, so nothing is
+    outside by symmetry. This once divided by zero (r = 1), so the photo got no answer."""
+    h, w = 960, 1280
+    band = np.zeros((h, w), np.float32)
+    for x in range(400, w):
+        mid = round(300 + (w - x) * 0.3)
+        band[mid - 30 : mid + 30, x] = 1.0
+    band[534:644, 400] = 1.0  # the hook: the left end's column alone is the lowest
+    for m in (band, np.ascontiguousarray(band[:, ::-1])):
+        assert measure(np.zeros((h, w, 3), np.uint8), m)["lid_outside"] == 0.0
+
+
 def test_blurry(photo) -> None:
     rgb, mask = photo
     assert "blurry" in failing(assess(blur(rgb, 24), mask))
