@@ -501,12 +501,11 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
         "mask_pixels": float(area),
     }
     if not cutout:
-        out["outline_on_edge"] = _cut_off(ms) if area else None
         contact = _edge_contact(ms)
         out["ends_cut"] = _ends_cut(contact) if area else None
         out["one_end_cut"] = _one_end_cut(contact) if area else None
         out["lid_outside"] = _lid_outside(ms, contact) if area else None
-        frame = rgb[::k, ::k].reshape(-1, 3)
+        frame = _frame_sample(rgb, k)
         out["colourfulness"] = _colourfulness(frame)
         out["frame_burnt"] = _burnt_share(frame)
         out["flat_share"] = _flat_share(rgb)
@@ -530,7 +529,7 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
     pix = _sample(region[y : y + bh, x : x + bw], mregion[y : y + bh, x : x + bw])
     luma = pix @ np.array([0.299, 0.587, 0.114], np.float32)
     out["median_luma"] = median_luma = float(np.median(luma))
-    hi = pix.max(axis=1)
+    hi = _channel_max(pix)
     out["clipped_share"] = float(np.mean((hi >= CLIP_HIGH) | (hi <= CLIP_LOW)))
     if cutout:  # the cut-out's alpha covers its reflections
         out["glare_share"] = _glare(pix, median_luma)
@@ -574,7 +573,7 @@ def _glare(pix: np.ndarray, median_luma: float) -> float:
     conjunctiva's own brightness, so a pale (anaemic) conjunctiva is not mistaken for glare."""
     if not len(pix):
         return 0.0
-    hi, lo = pix.max(axis=1), pix.min(axis=1)
+    hi, lo = _channel_max(pix), _channel_min(pix)
     luma = pix @ np.array([0.299, 0.587, 0.114], np.float32)
     glare = (
         (hi >= GLARE_MIN_MAX)
@@ -603,23 +602,6 @@ def _lid_pixels(rgb: np.ndarray, ms: np.ndarray, k: int, contact: Contact) -> np
     d = max(3, t // 4 | 1)  # and a rim of a quarter of the band: reflections on its edge
     filled = cv2.dilate(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
     return rgb[:: k * f, :: k * f][filled.astype(bool)].astype(np.float32)
-
-
-def _cut_off(m: np.ndarray) -> float:
-    """Share of the mask outline on the frame border, on a mask of at most 256 px."""
-    h, w = m.shape
-    s = min(1.0, 256.0 / max(h, w))
-    if s < 1.0:
-        size = (max(1, round(w * s)), max(1, round(h * s)))
-        small = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
-    else:
-        small = m
-    eroded = cv2.erode(small, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT)
-    outline = cv2.countNonZero(small - eroded)  # border-touching pixels are outline too
-    border = (int(small[0].sum()) + int(small[-1].sum()) + int(small[1:-1, 0].sum())) + int(
-        small[1:-1, -1].sum()
-    )
-    return border / max(outline, 1)
 
 
 Contact = tuple[tuple[int, int, int, int], float] | None
@@ -712,6 +694,16 @@ def _lab(px: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(p, cv2.COLOR_RGB2LAB).reshape(-1, 3)
 
 
+def _frame_sample(rgb: np.ndarray, k: int) -> np.ndarray:
+    """The whole frame's colour-statistics sample: the same pixels as every MAX_STAT_PIXELS-th
+    of rgb[::k, ::k] flattened, gathered directly (flattening the strided view copies ~10x
+    more pixels than are used)."""
+    h, w = -(-rgb.shape[0] // k), -(-rgb.shape[1] // k)
+    idx = np.arange(0, h * w, max(1, h * w // MAX_STAT_PIXELS))
+    out: np.ndarray = rgb[idx // w * k, idx % w * k]
+    return out
+
+
 def _burnt_share(px: np.ndarray) -> float:
     """Share of (a sample of) pixels burnt out to white in every channel. Over the whole frame
     it does not depend on the mask: an over-exposed lid is where segmentation goes wrong (it
@@ -724,7 +716,20 @@ def _burnt_share(px: np.ndarray) -> float:
 
 def _burnt(px: np.ndarray) -> np.ndarray:
     """Nx3 pixels burnt out to white: every channel at BURNT_MIN or above."""
-    return px.min(axis=1) >= BURNT_MIN
+    return _channel_min(px) >= BURNT_MIN
+
+
+def _channel_min(px: np.ndarray) -> np.ndarray:
+    """Least channel of each of N x 3 pixels (or of an H x W x 3 image). Three whole-array
+    passes: ~15x faster than numpy's reduction along a last axis only 3 long."""
+    out: np.ndarray = np.minimum(np.minimum(px[..., 0], px[..., 1]), px[..., 2])
+    return out
+
+
+def _channel_max(px: np.ndarray) -> np.ndarray:
+    """Greatest channel of each of N x 3 pixels (or of an H x W x 3 image); see _channel_min."""
+    out: np.ndarray = np.maximum(np.maximum(px[..., 0], px[..., 1]), px[..., 2])
+    return out
 
 
 def _colourfulness(px: np.ndarray) -> float:
@@ -752,7 +757,7 @@ def _white_and_tissue(
     step = max(1, math.ceil(math.sqrt((y1 - y0) * (x1 - x0) / (4 * MAX_STAT_PIXELS))))
     near = np.ascontiguousarray(rgb[y0:y1:step, x0:x1:step]).reshape(-1, 3).astype(np.float32)
     burnt = _burnt(near)  # white burnt out (or a reflection)
-    clipped = near.max(axis=1) >= WHITE_MAX
+    clipped = _channel_max(near) >= WHITE_MAX
     burnt_share = float(np.mean(burnt)) if len(near) else 0.0
     near = near[~(burnt | clipped)]
     if len(near) < 50 or burnt_share > BURNT_SKIP:  # over-exposed: the white is gone
@@ -791,10 +796,10 @@ def _flat_share(rgb: np.ndarray) -> float:
     on a blurred one); a screenshot's backgrounds and bars are flat (0.7-0.9). Blocks clipped
     to white or black are left out: over-exposure flattens them too. Per-block max and min by
     an 8x8 dilate and erode, read at the block centres (1.5 ms at 1280 px)."""
-    mx = cv2.dilate(rgb, FLAT_BLOCK)[4::8, 4::8]
-    mn = cv2.erode(rgb, FLAT_BLOCK)[4::8, 4::8]
-    flat = (cv2.subtract(mx, mn) <= 1).all(axis=-1)
-    clipped = (mn >= CLIP_HIGH).all(axis=-1) | (mx <= CLIP_LOW).all(axis=-1)
+    mx = np.ascontiguousarray(cv2.dilate(rgb, FLAT_BLOCK)[4::8, 4::8])
+    mn = np.ascontiguousarray(cv2.erode(rgb, FLAT_BLOCK)[4::8, 4::8])
+    flat = _channel_max(cv2.subtract(mx, mn)) <= 1
+    clipped = (_channel_min(mn) >= CLIP_HIGH) | (_channel_max(mx) <= CLIP_LOW)
     n = int(np.count_nonzero(~clipped))
     return float(np.count_nonzero(flat & ~clipped) / n) if n else 0.0
 
