@@ -10,7 +10,9 @@ What is measured (photo mode), and why:
   frame and out of focus (too_close: phones cannot focus that close), a lid cut by the frame
   along it, or across it with more of it outside than its symmetry allows (conjunctiva_cut_off);
 - focus per direction around the conjunctiva (lid margin, vessels): defocus loses detail in
-  every direction (blurry), a shaking hand along one (motion_blur); JPEG block steps
+  every direction (blurry), a shaking hand along one (motion_blur; the error JPEG's
+  quantisation adds, read from the photo's own DCT coefficients, is removed first, or a
+  shaken photo sent through a messenger regains detail along the smear); JPEG block steps
   (compressed);
 - exposure and reflections on the conjunctiva (too_dark, too_bright, clipped, glare) and the
   share of the eye region and of the whole frame burnt out to white (too_bright);
@@ -406,6 +408,12 @@ DEBLOCK_ABOVE = 1.25  # relative block-step excess beyond which the focus measur
 # JPEG q30 of a defocused photo (blur 8) starts at 3.06; midway. Held-out: 2.85 and 3.19.
 # Then blur 8 + JPEG q30 is caught 33/33 and 31/32 (was 31/33, 27/32); no other row moved.
 MOTION_BLOCK_MAX = 2.9
+# JPEG's quantisation error is detail in every direction (a DCT basis holds both diagonals):
+# in a photo on the JPEG grid, the motion measure removes it like sensor noise, as read from
+# the coefficients themselves (`_jpeg_error`). Fixed by the model, not fitted.
+JPEG_ZERO = 2.5  # |coefficient| up to this is a zero (decoding and colour rounding)
+JPEG_BLOCKS = 1024  # blocks read at most (evenly spaced): the statistics settle well before
+JPEG_LATTICE = 0.5  # phase coherence of the nonzero coefficients on their step: a real lattice
 EDGE_STRIP = 0.025  # share of the frame's long side next to an edge that counts as touching it
 END_TOUCHES = 0.25  # an end of the lid touches the frame over a quarter of its thickness
 LOWEST_WITHIN = 0.15  # columns this close (in thicknesses) to the lowest one form the lid's bottom
@@ -870,7 +878,8 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     # Motion: detail lost along one direction and kept ACROSS it (the orthogonal direction).
     # Comparing with the orthogonal, not the best, direction keeps JPEG's own anisotropy
     # (it keeps horizontal and vertical detail, drops diagonal) from passing as motion.
-    d = _detail_by_direction(g, on, s, grain)
+    jpeg = _jpeg_error(luma8, m0, x0 % 8, y0 % 8) if block > DEBLOCK_ABOVE else None
+    d = _detail_by_direction(g, on, s, grain, jpeg)
     i = int(np.argmin(d))
     along, across = float(d[i]), float(d[(i + MOTION_DIRECTIONS // 2) % MOTION_DIRECTIONS])
     # Only with detail kept across the movement (in a photo blurred all over, what is left is
@@ -889,7 +898,9 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     }  # fmt: skip
 
 
-def _detail_by_direction(g: np.ndarray, on: np.ndarray, s: float, grain: float) -> np.ndarray:
+def _detail_by_direction(
+    g: np.ndarray, on: np.ndarray, s: float, grain: float, jpeg: np.ndarray | None = None
+) -> np.ndarray:
     """Fine-to-coarse detail ratio in each of MOTION_DIRECTIONS directions (0 = x, then
     towards y in image axes), each smoothed along that direction only.
 
@@ -899,7 +910,11 @@ def _detail_by_direction(g: np.ndarray, on: np.ndarray, s: float, grain: float) 
     direction sees only the frequencies along it, from the power spectrum of the band
     (high-passed, edges tapered, sensor noise removed): sqrt(E(1) / E(2)) with
     E(sigma) = sum P(w) u^2 exp(-sigma^2 u^2), u = the frequency along the direction. An edge
-    parallel to the direction adds nothing to it; a smear along it takes it towards 1."""
+    parallel to the direction adds nothing to it; a smear along it takes it towards 1.
+
+    `jpeg`: the variance JPEG's quantisation added to each 8 x 8 DCT coefficient
+    (`_jpeg_error`), removed with the sensor noise: its spectrum is each basis function's,
+    at the frequencies the resampling by s maps it to."""
     taper = cv2.GaussianBlur(on.astype(np.float32), (0, 0), MOTION_TAPER)
     x = (g - cv2.GaussianBlur(g, (0, 0), MOTION_HIGHPASS)) * taper
     c = SPECTRUM_CELL
@@ -915,7 +930,11 @@ def _detail_by_direction(g: np.ndarray, on: np.ndarray, s: float, grain: float) 
     wy, wx = np.meshgrid(_cell_frequencies(hp), _cell_frequencies(wp), indexing="ij")
     # white noise of variance (grain s)^2 after the resampling, through high-pass and taper
     hpass = 1.0 - np.exp(-0.5 * MOTION_HIGHPASS**2 * (wx * wx + wy * wy))
-    noise = (grain * s) ** 2 * float(np.sum(taper * taper)) * hpass * hpass
+    floor = (grain * s) ** 2
+    if jpeg is not None:
+        fy, fx = (_dct_response(s * _cell_frequencies(n)) for n in (hp, wp))
+        floor = floor + s * s * (fy.T @ jpeg @ fx) / 64.0
+    noise = floor * float(np.sum(taper * taper)) * hpass * hpass
     p = np.maximum(power - noise, 0.0).ravel().astype(np.float32)
     u2 = np.square(np.stack([wx.ravel(), wy.ravel()], axis=1) @ _DIRECTIONS)
     k1 = np.exp(-u2)
@@ -924,6 +943,59 @@ def _detail_by_direction(g: np.ndarray, on: np.ndarray, s: float, grain: float) 
     fine, coarse = p @ (u2 * k1), p @ (u2 * k4)  # smoothed at sigma 1 and 2
     out: np.ndarray = np.where(coarse > 1e-9, np.sqrt(fine / np.maximum(coarse, 1e-12)), 1.0)
     return out
+
+
+# the orthonormal 8-point DCT-II (JPEG's transform), rows = frequency
+_DCT = (
+    np.cos(np.pi * (2 * np.arange(8)[None, :] + 1) * np.arange(8)[:, None] / 16)
+    * np.where(np.arange(8) == 0, math.sqrt(1 / 8), math.sqrt(2 / 8))[:, None]
+).astype(np.float32)
+
+
+def _dct_response(w: np.ndarray) -> np.ndarray:
+    """|DTFT|^2 of each 1-D DCT basis function at angular frequencies w (8 x len(w)); the sum
+    over the 8 is 8 at every w (orthonormal), so white error maps to white noise."""
+    e = np.exp(-1j * np.outer(np.arange(8), w))
+    out: np.ndarray = np.abs(_DCT @ e) ** 2
+    return out
+
+
+def _jpeg_error(luma: np.ndarray, m: np.ndarray, ox: int, oy: int) -> np.ndarray:
+    """Variance JPEG's quantisation added to each DCT coefficient (8 x 8: vertical frequency
+    by rows), from the 8 x 8 blocks of the frame's grid that lie inside m (the crop starts at
+    phase ox, oy): a coefficient JPEG kept is a multiple of its step q, so it carries an error
+    of variance ~q^2 / 12; one it dropped adds none. q is the lowest cluster of the nonzero
+    coefficients (their median below 1.5x their 20th percentile), kept only where their
+    phase on it is coherent (a lattice, not a continuum). The share kept times q^2 / 12 is
+    what the motion measure removes."""
+    fx, fy = (8 - ox) % 8, (8 - oy) % 8
+    nby, nbx = (luma.shape[0] - fy) // 8, (luma.shape[1] - fx) // 8
+    out = np.zeros((8, 8), np.float32)
+    if nby < 1 or nbx < 1:
+        return out
+    y1, x1 = fy + 8 * nby, fx + 8 * nbx
+    # blocks wholly inside: their mean over the mask is exactly 1 (INTER_AREA at a factor of 8)
+    share = cv2.resize(m[fy:y1, fx:x1].astype(np.float32), (nbx, nby), interpolation=cv2.INTER_AREA)
+    by, bx = np.nonzero(share >= 1.0)
+    if len(by) < 20:
+        return out
+    pick = slice(None, None, max(1, -(-len(by) // JPEG_BLOCKS)))
+    by, bx = by[pick], bx[pick]
+    blocks = luma[fy:y1, fx:x1].reshape(nby, 8, nbx, 8)[by, :, bx, :].astype(np.float32)
+    c = np.abs(_DCT @ (blocks - 128.0) @ _DCT.T).reshape(len(by), 64)
+    kept = c > JPEG_ZERO
+    n = kept.sum(axis=0)
+    ordered = np.sort(np.where(kept, c, np.inf), axis=0)
+    cols = np.arange(64)
+    p20 = ordered[(0.2 * np.maximum(n - 1, 0)).astype(int), cols]
+    low = (ordered < 1.5 * p20).sum(axis=0)
+    q = ordered[np.maximum(low - 1, 0) // 2, cols]
+    q = np.where((n >= 10) & np.isfinite(q), q, 0.0)
+    angle = (2 * np.pi) * c / np.maximum(q, 3.0)  # below a step of 3: no lattice to read
+    phase = np.hypot((np.cos(angle) * kept).sum(axis=0), (np.sin(angle) * kept).sum(axis=0))
+    coherent = phase >= JPEG_LATTICE * np.maximum(n, 1)
+    err = np.where(coherent & (q >= 3.0), n / len(by) * q * q / 12.0, 0.0)
+    return err.reshape(8, 8).astype(np.float32)
 
 
 _DIRECTIONS = np.stack(

@@ -53,14 +53,10 @@ def test_good_real_photos_are_accepted(halves) -> None:
 # Targets not reached on the served masks (see the calibration table). Strict: fixing them
 # shows up here.
 NOT_REACHED = {
-    "crop cuts the lid (right)": "76% / 81%: the share outside is read from the band's symmetry, "
-    "but the lids of these photos sag lowest at 0.40-0.53 of their length (5-95%, calibration "
-    "half), nearer the left end: cut on the right, a third outside reads as 0.17-0.39 against "
-    "the 0.25 ceiling (good photos reach 0.15, pale lids 0.23)",
-    "motion 15 px, sent (JPEG q80)": "held-out 84-88%: JPEG's quantisation error is fine detail in "
-    "every direction, which the motion measure does not remove as it removes sensor noise: "
-    "it lifts 'along' by 0.03-0.10, and the held-out misses sit at 1.34-1.40 against the 1.35 "
-    "ceiling",
+    "crop cuts the lid (right)": "76-84% (by CPU kind): the share outside is read from the "
+    "band's symmetry, but the lids of these photos sag lowest at 0.40-0.53 of their length "
+    "(5-95%, calibration half), nearer the left end: cut on the right, a third outside reads as "
+    "0.17-0.39 against the 0.25 ceiling (good photos reach 0.15, pale lids 0.23)",
 }
 
 
@@ -75,9 +71,11 @@ NOT_REACHED = {
     ids=lambda d: d.name,
 )
 def test_degraded_real_photos_are_caught_with_the_right_code(halves, deg) -> None:
-    # Half the held-out photos keeps the test near a minute; a row not reached is judged on all
-    # of them, as in the table (a subset could pass by chance and hide a real shortfall).
-    photos = halves["held-out"] if deg.name in NOT_REACHED else halves["held-out"][::2]
+    # All the held-out photos, as in the table: on half of them one photo is 6% of the row, and
+    # the int8 masks move a photo or two between CPU kinds (crop cuts the lid: 30/32 on the
+    # whole half of an AVX2 machine, 14/16 on every other photo), so a subset passes or fails
+    # by chance.
+    photos = halves["held-out"]
     told = []
     for i, p in enumerate(photos):
         rgb, _ = deg.fn(p.rgb, p.mask, i)  # (the expert mask only places glare and crops)

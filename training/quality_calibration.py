@@ -575,6 +575,25 @@ def libraries() -> dict[str, str]:
     }
 
 
+def int8_instructions() -> str:
+    """The best int8 dot-product instructions of this CPU, as onnxruntime's int8 kernels pick
+    them: without VNNI they multiply u8 by s8 in pairs that can saturate, so the int8
+    segmentation's masks (and a few photos per row of the table) differ between CPU kinds."""
+    import platform
+
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        return platform.machine()
+    for flag, name in (
+        ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+        ("avx512bw", "AVX-512 without VNNI"), ("avx2", "AVX2 without VNNI"),
+    ):  # fmt: skip
+        if flag in flags:
+            return f"{platform.machine()}, {name}"
+    return platform.machine()
+
+
 def table_record(measured: dict[str, Measured], masks: str, segmentation: str) -> dict:
     """The report's table as data: what the model card's "Quality gate" section shows."""
     halves = {half: table(m) for half, m in measured.items()}
@@ -585,6 +604,7 @@ def table_record(measured: dict[str, Measured], masks: str, segmentation: str) -
         "masks": masks,
         "segmentation": segmentation,
         "libraries": libraries(),
+        "cpu": int8_instructions(),
         "rows": [
             {
                 "item": name,
