@@ -73,6 +73,22 @@ def test_text_output_for_one_photo(batch, models, tmp_path, capsys):
     assert (tmp_path / "o" / "a_heatmap.jpg").stat().st_size > 0
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(batch, models, tmp_path):
+    """`hbscreen screen DIR --json | head -1`: the pipe closes while results are still coming;
+    the command ends quietly, as a Unix tool does."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hbscreen.cli", "screen", str(batch), "--json"]
+    cmd += ["--models", str(models), "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_usage_errors_exit_non_zero(tmp_path, capsys):
     assert main(["screen", str(tmp_path / "missing.jpg")]) == 2
     assert "no such file" in capsys.readouterr().err
