@@ -414,6 +414,7 @@ MOTION_BLOCK_MAX = 2.9
 JPEG_ZERO = 2.5  # |coefficient| up to this is a zero (decoding and colour rounding)
 JPEG_BLOCKS = 1024  # blocks read at most (evenly spaced): the statistics settle well before
 JPEG_LATTICE = 0.5  # phase coherence of the nonzero coefficients on their step: a real lattice
+JPEG_MIN_STEP = 3.0  # a smaller step is not told apart from rounding: no lattice to read
 EDGE_STRIP = 0.025  # share of the frame's long side next to an edge that counts as touching it
 END_TOUCHES = 0.25  # an end of the lid touches the frame over a quarter of its thickness
 LOWEST_WITHIN = 0.15  # columns this close (in thicknesses) to the lowest one form the lid's bottom
@@ -713,13 +714,11 @@ def _frame_sample(rgb: np.ndarray, k: int) -> np.ndarray:
 
 
 def _burnt_share(px: np.ndarray) -> float:
-    """Share of (a sample of) pixels burnt out to white in every channel. Over the whole frame
-    it does not depend on the mask: an over-exposed lid is where segmentation goes wrong (it
-    marks the lashes or the skin instead), and the eye region around a wrong mask may be
-    unburnt."""
-    step = max(1, len(px) // MAX_STAT_PIXELS)
-    p = px[::step]
-    return float(np.count_nonzero(_burnt(p))) / max(1, len(p))
+    """Share of the frame's sample (`_frame_sample`) burnt out to white in every channel. Over
+    the whole frame it does not depend on the mask: an over-exposed lid is where segmentation
+    goes wrong (it marks the lashes or the skin instead), and the eye region around a wrong
+    mask may be unburnt."""
+    return float(np.count_nonzero(_burnt(px))) / max(1, len(px))
 
 
 def _burnt(px: np.ndarray) -> np.ndarray:
@@ -849,7 +848,8 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     steps = _block_steps(luma8, m, x0 % 8, y0 % 8)
     m0 = m
     g: np.ndarray = luma8.astype(np.float32)
-    if block > DEBLOCK_ABOVE:  # JPEG block edges are not detail: bridge them
+    on_grid = block > DEBLOCK_ABOVE  # a JPEG whose 8-px grid is still the frame's
+    if on_grid:  # JPEG block edges are not detail: bridge them
         g = _deblock(g, x0 % 8, y0 % 8)
     s = round(min(1.0, FOCUS_LID_LENGTH / max(length, 1.0)), 2)
     if s < 1.0:
@@ -878,7 +878,7 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     # Motion: detail lost along one direction and kept ACROSS it (the orthogonal direction).
     # Comparing with the orthogonal, not the best, direction keeps JPEG's own anisotropy
     # (it keeps horizontal and vertical detail, drops diagonal) from passing as motion.
-    jpeg = _jpeg_error(luma8, m0, x0 % 8, y0 % 8) if block > DEBLOCK_ABOVE else None
+    jpeg = _jpeg_error(luma8, m0, x0 % 8, y0 % 8) if on_grid else None
     d = _detail_by_direction(g, on, s, grain, jpeg)
     i = int(np.argmin(d))
     along, across = float(d[i]), float(d[(i + MOTION_DIRECTIONS // 2) % MOTION_DIRECTIONS])
@@ -991,10 +991,10 @@ def _jpeg_error(luma: np.ndarray, m: np.ndarray, ox: int, oy: int) -> np.ndarray
     low = (ordered < 1.5 * p20).sum(axis=0)
     q = ordered[np.maximum(low - 1, 0) // 2, cols]
     q = np.where((n >= 10) & np.isfinite(q), q, 0.0)
-    angle = (2 * np.pi) * c / np.maximum(q, 3.0)  # below a step of 3: no lattice to read
+    angle = (2 * np.pi) * c / np.maximum(q, JPEG_MIN_STEP)
     phase = np.hypot((np.cos(angle) * kept).sum(axis=0), (np.sin(angle) * kept).sum(axis=0))
     coherent = phase >= JPEG_LATTICE * np.maximum(n, 1)
-    err = np.where(coherent & (q >= 3.0), n / len(by) * q * q / 12.0, 0.0)
+    err = np.where(coherent & (q >= JPEG_MIN_STEP), n / len(by) * q * q / 12.0, 0.0)
     return err.reshape(8, 8).astype(np.float32)
 
 

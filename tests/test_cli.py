@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -76,9 +78,6 @@ def test_text_output_for_one_photo(batch, models, tmp_path, capsys):
 def test_a_reader_that_stops_early_gets_no_traceback(batch, models, tmp_path):
     """`hbscreen screen DIR --json | head -1`: the pipe closes while results are still coming;
     the command ends quietly, as a Unix tool does."""
-    import subprocess
-    import sys
-
     cmd = [sys.executable, "-m", "hbscreen.cli", "screen", str(batch), "--json"]
     cmd += ["--models", str(models), "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
