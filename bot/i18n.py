@@ -31,7 +31,7 @@ from pathlib import Path
 
 from babel import Locale
 from babel.dates import format_date
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, format_percent
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,11 @@ def fmt_number(x: float, lang: str | None, digits: int = 1) -> str:
     with decimal.localcontext() as ctx:
         ctx.rounding = decimal.ROUND_HALF_UP
         return format_decimal(value, format=pattern, locale=_locale(lang), numbering_system="latn")
+
+
+def fmt_percent(share: float, lang: str | None) -> str:
+    """A share as a percentage the locale's way ("80 %" in French); Latin digits, as above."""
+    return format_percent(share, locale=_locale(_normalise(lang)), numbering_system="latn")
 
 
 def fmt_date(value: date | datetime | float, lang: str | None) -> str:

@@ -6,13 +6,22 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import decimal
 import sys
+import unicodedata
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
-from hbscreen.bot.i18n import LANGUAGES, t
-from hbscreen.bot.messages import REFERRAL_TEXT, RETAKE_HINTS, error_text, plain, result_parts
+from hbscreen.bot.i18n import LANGUAGES, N_, fmt_number, fmt_percent, t, tn
+from hbscreen.bot.messages import (
+    REFERRAL_TEXT,
+    RETAKE_HINTS,
+    error_text,
+    group_label,
+    plain,
+    result_parts,
+)
 from hbscreen.inference.advice import GROUPS, cutoffs_for
 from hbscreen.inference.limits import IMAGE_EXTENSIONS, MAX_BYTES
 from hbscreen.inference.result import ErrorInfo, ScreeningResult
@@ -41,11 +50,22 @@ CSV_FIELDS = (
 
 # What the WHO band means, in the table's words; the advice itself comes from the bot's
 # catalogue (hbscreen.bot.messages), so the CLI and the bot never disagree.
-BAND_EN = {
-    "none": "above the anaemia cut-off",
-    "mild": "mild anaemia range",
-    "moderate": "moderate anaemia range",
-    "severe": "severe anaemia range",
+BAND = {
+    "none": N_("above the anaemia cut-off"),
+    "mild": N_("mild anaemia range"),
+    "moderate": N_("moderate anaemia range"),
+    "severe": N_("severe anaemia range"),
+}
+# The row labels of the text output, translated with the rest (`--lang`).
+LABELS = {
+    "refused": N_("Refused"),
+    "quality": N_("Photo quality"),
+    "caution": N_("Caution"),
+    "hb": N_("Haemoglobin"),
+    "category": N_("WHO category"),
+    "meaning": N_("Meaning"),
+    "advice": N_("Advice"),
+    "heatmap": N_("Heatmap"),
 }
 
 
@@ -71,7 +91,8 @@ def add_screen_parser(sub: argparse._SubParsersAction) -> None:
         "--lang",
         default="en",
         choices=LANGUAGES,
-        help="language of the advice in the text output (default: %(default)s)",
+        help="language of the text output: labels, numbers, hints and advice; the codes in "
+        "[brackets], the JSON and the CSV stay English for scripts (default: %(default)s)",
     )
     p.add_argument(
         "--cutout",
@@ -331,64 +352,105 @@ def _with_heatmap(
 
 
 def format_text(r: ScreeningResult, lang: str = "en") -> str:
-    """The human-readable block for one photo: measurements as numbers, then the same
-    paragraphs the bot sends (warning first where the model is not validated)."""
+    """The human-readable block for one photo in the person's language: measurements as
+    numbers, then the same paragraphs the bot sends (warning first where the model is not
+    validated). Codes in [brackets] stay English, for scripts and support."""
+    labels = {k: t(lang, v) for k, v in LABELS.items()}
+    width = max(map(_display_width, labels.values())) + 2
     lines = [str(r.path)]
 
-    def row(label: str, text: str) -> None:
-        lines.append(f"  {label:<15} {text}")
+    def row(kind: str, text: str) -> None:
+        label = labels[kind]
+        lines.append(f"  {label}{' ' * (width - _display_width(label))}{text}")
+
+    def num(x: float) -> str:
+        return fmt_number(x, lang, 1)
 
     if r.error:  # the person's language where the bot has the sentence, the code for scripts
         text = r.error.message if lang == "en" else plain(error_text(r.error.code, lang))
-        row("Refused", f"{text} [{r.error.code}]")
+        row("refused", f"{text} [{r.error.code}]")
     if r.quality is not None:
         failing = r.quality.failing
         if not failing:
-            row("Photo quality", f"good ({len(r.quality.checks)} checks passed)")
+            n = len(r.quality.checks)
+            row("quality", tn(lang, "good ({n} check passed)", "good ({n} checks passed)", n))
         for c in failing:
-            measured = ""
-            if c.value is not None and c.threshold is not None:
-                sign = ">=" if c.direction == "min" else "<="
-                measured = f" (measured {c.value:.3g}, needs {sign} {c.threshold:.3g})"
             hint = (
                 c.message
                 if lang == "en" or c.code not in RETAKE_HINTS
                 else t(lang, RETAKE_HINTS[c.code])
             )
-            row("Photo quality", f"{hint}{measured} [{c.code}]")
+            if c.value is not None and c.threshold is not None:
+                hint = t(
+                    lang,
+                    "{hint} (measured {value}, needs {relation} {threshold})",
+                    hint=hint,
+                    value=_measure(c.value, lang),
+                    relation="≥" if c.direction == "min" else "≤",
+                    threshold=_measure(c.threshold, lang),
+                )
+            row("quality", f"{hint} [{c.code}]")
     if r.hb_g_dl is None or not r.interval_80 or not r.interval_95:
-        row("Advice", plain(t(lang, REFERRAL_TEXT[r.referral])))
+        row("advice", plain(t(lang, REFERRAL_TEXT[r.referral])))
         if r.heatmap_path:
-            row("Heatmap", r.heatmap_path)
+            row("heatmap", r.heatmap_path)
         return "\n".join(lines)
     parts = dict(result_parts(r, lang))
     if "warning" in parts:
-        row("Caution", plain(parts["warning"]))
-    i80, i95 = r.interval_80, r.interval_95
+        row("caution", plain(parts["warning"]))
+    (l80, h80), (l95, h95) = r.interval_80, r.interval_95
+    intervals = {"low80": num(l80), "high80": num(h80), "low95": num(l95), "high95": num(h95)}
+    intervals |= {"p80": fmt_percent(0.8, lang), "p95": fmt_percent(0.95, lang)}
     if r.validated_for_group:
-        row(
-            "Haemoglobin",
-            f"{r.hb_g_dl:.1f} g/dL (80% interval {i80[0]:.1f}–{i80[1]:.1f}, "
-            f"95% interval {i95[0]:.1f}–{i95[1]:.1f})",
+        hb = t(
+            lang,
+            "{hb} g/dL ({p80} interval {low80}–{high80}, {p95} interval {low95}–{high95})",
+            hb=num(r.hb_g_dl),
+            **intervals,
         )
     else:  # as in the bot: a range, not one number, where the model is not validated
-        row(
-            "Haemoglobin",
-            f"between {i95[0]:.1f} and {i95[1]:.1f} g/dL (95% interval; 80% interval "
-            f"{i80[0]:.1f}–{i80[1]:.1f}); the model is not validated for this group",
+        hb = t(
+            lang,
+            "between {low95} and {high95} g/dL ({p95} interval; {p80} interval {low80}–{high80}); "
+            "the model is not validated for this group",
+            **intervals,
         )
-    cut = cutoffs_for(r.group)
+    row("hb", hb)
     row(
-        "WHO category",
-        f"{BAND_EN[r.category or 'none']} for {cut.label} "
-        f"(anaemia below {cut.anaemia_below:.1f} g/dL)",
+        "category",
+        t(
+            lang,
+            "{band} ({group}: anaemia below {cutoff} g/dL)",
+            band=t(lang, BAND[r.category or "none"]),
+            group=group_label(lang, r.group),
+            cutoff=num(cutoffs_for(r.group).anaemia_below),
+        ),
     )
     for kind in ("meaning", "danger", "advice", "pregnancy"):
         if kind in parts:
-            row("Advice" if kind != "meaning" else "Meaning", plain(parts[kind]))
+            row("meaning" if kind == "meaning" else "advice", plain(parts[kind]))
     if r.heatmap_path:
-        row("Heatmap", r.heatmap_path)
+        row("heatmap", r.heatmap_path)
     return "\n".join(lines)
+
+
+def _display_width(text: str) -> int:
+    """Terminal columns: wide (CJK) characters take two, combining marks (Devanagari vowel
+    signs) none, so the text column lines up in every language."""
+    return sum(
+        0
+        if unicodedata.combining(ch) or unicodedata.category(ch) == "Mn"
+        else 2
+        if unicodedata.east_asian_width(ch) in "WF"
+        else 1
+        for ch in text
+    )
+
+
+def _measure(x: float, lang: str) -> str:
+    """A gate measurement with three significant digits, in the locale's number format."""
+    exponent = decimal.Decimal(f"{x:.3g}").as_tuple().exponent
+    return fmt_number(x, lang, max(0, -int(exponent)))
 
 
 def csv_row(r: ScreeningResult) -> dict[str, object]:
@@ -463,9 +525,17 @@ def run_screen(args: argparse.Namespace) -> int:
             n += 1
     progress.close()
     if not args.json:
-        summary = f"Screened {n} photo(s)."
-        if csv_path:
-            summary += f" Summary: {csv_path}"
+        summary = (
+            tn(
+                args.lang,
+                "Screened {n} photo. Summary: {path}",
+                "Screened {n} photos. Summary: {path}",
+                n,
+                path=csv_path,
+            )
+            if csv_path
+            else tn(args.lang, "Screened {n} photo.", "Screened {n} photos.", n)
+        )
         disclaimer = t(
             args.lang,
             "This is a screening, not a diagnosis. Only a blood test can confirm anaemia.",

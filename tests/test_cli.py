@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
+from hbscreen.bot.i18n import t
+from hbscreen.bot.messages import REFERRAL_TEXT, error_text, plain
 from hbscreen.cli import main
+from hbscreen.inference.result import ErrorInfo, ScreeningResult
+from hbscreen.screen import _display_width, format_text
 from tests.synthetic import jpeg, synthetic_photo
 from tests.tiny_models import build_tiny_models
 
@@ -65,7 +69,7 @@ def test_text_output_for_one_photo(batch, models, tmp_path, capsys):
         "Haemoglobin",
         "80% interval",
         "WHO category",
-        "pregnant, 2nd trimester",
+        "Pregnant, months 4 to 6: anaemia below 10.5 g/dL",
         "Advice",
         "Heatmap",
         "not validated",
@@ -73,6 +77,37 @@ def test_text_output_for_one_photo(batch, models, tmp_path, capsys):
     ):
         assert needle in text
     assert (tmp_path / "o" / "a_heatmap.jpg").stat().st_size > 0
+
+
+def test_text_output_in_the_persons_language(batch, models, tmp_path, capsys):
+    """--lang translates the whole block, labels and numbers included, not just the sentences;
+    the codes in brackets stay English for scripts."""
+    args = ["screen", str(batch), "--lang", "fr", "--group", "woman", "--models", str(models)]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    for needle in (
+        "Qualité de la photo",
+        "Hémoglobine",
+        "intervalle à 80\xa0%",
+        "Catégorie OMS",
+        "anémie en dessous de 12,0 g/dL",
+        "[corrupt]",
+        "3 photos examinées. Résumé : ",
+    ):
+        assert needle in text, needle
+    for english in ("Photo quality", "Haemoglobin", "WHO category", "% interval", "Screened"):
+        assert english not in text, english
+
+
+def test_labels_line_up_in_wide_scripts():
+    """Japanese labels take two terminal columns a character: the text column still lines up."""
+    error = ErrorInfo(code="corrupt", message="damaged")
+    result = ScreeningResult(path="x.jpg", group="woman", ok=False, referral="retake", error=error)
+    rows = format_text(result, "ja").splitlines()[1:]
+    texts = [plain(error_text("corrupt", "ja")), plain(t("ja", REFERRAL_TEXT["retake"]))]
+    assert len(rows) == 2 and all(text in row for row, text in zip(rows, texts, strict=True))
+    starts = {_display_width(row[: row.index(text)]) for row, text in zip(rows, texts, strict=True)}
+    assert len(starts) == 1
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(batch, models, tmp_path):
