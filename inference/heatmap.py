@@ -113,10 +113,24 @@ def _blur_near(x: np.ndarray, sigma: float) -> np.ndarray:
 def _outline(lid: np.ndarray) -> list[np.ndarray]:
     """Contours of the measured region drawn for the person: the mask smoothed over ~1% of
     the picture, a calm line rather than every bump the edge-snapped mask takes from the
-    photo's texture (the measurement keeps them); specks under 0.2% of the picture left out."""
-    calm = _blur_near(lid, OUTLINE_SMOOTH * max(lid.shape))
+    photo's texture (the measurement keeps them); specks under 0.2% of the picture left out.
+    Smoothed at half size on the region's box only (the blur is far wider than a pixel; 0.5 ms
+    instead of 1.8 at 720 px), traced at full size."""
+    sigma = OUTLINE_SMOOTH * max(lid.shape)
+    sy, sx = _support(lid)
+    if sy.stop == sy.start:
+        return []
+    r = int(np.ceil(3 * sigma)) + 2
+    y0, x0 = max(0, sy.start - r), max(0, sx.start - r)
+    box = lid[y0 : sy.stop + r, x0 : sx.stop + r]
+    h, w = box.shape
+    half = cv2.resize(box, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+    calm = cv2.resize(cv2.GaussianBlur(half, (0, 0), sigmaX=sigma / 2), (w, h))
     contours, _ = cv2.findContours(
-        (calm > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        (calm > 0.5).astype(np.uint8),
+        cv2.RETR_EXTERNAL,
+        cv2.CHAIN_APPROX_SIMPLE,
+        offset=(x0, y0),
     )
     return [c for c in contours if cv2.contourArea(c) >= 0.002 * lid.size]
 
