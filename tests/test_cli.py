@@ -129,3 +129,27 @@ def test_usage_errors_exit_non_zero(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["screen", "x.jpg", "--group", "pregnant"])
     assert e.value.code == 2
+
+
+def test_evaluate_refuses_a_previous_model_that_saw_adults_before_the_long_run(tmp_path, capsys):
+    """--previous-models is the children-only version-1 graph (scored on adults it never saw);
+    a later one, with a group input, or an empty folder, is refused at once, not after the
+    whole evaluation."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    assert main(["evaluate", "--previous-models", str(tmp_path)]) == 2
+    assert "holds no regression.json" in capsys.readouterr().err
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3]) for name in ("crop", "group")
+    ]
+    out = helper.make_tensor_value_info("hb", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["crop", "group"], ["hb"])], "g", inputs, [out]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(tmp_path / "regression.onnx"))
+    (tmp_path / "regression.json").write_text(json.dumps({"version": "2.2.0"}))
+    assert main(["evaluate", "--previous-models", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "regression 2.2.0" in err and "group input" in err and "version-1" in err

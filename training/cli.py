@@ -180,6 +180,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import previous_models_problem
+
+    if args.previous_models and (problem := previous_models_problem(args.previous_models)):
+        print(f"hbscreen evaluate: --previous-models: {problem}", file=sys.stderr)
+        return 2  # before the data and the long run, not after it
     data = _setup(args)
     from tqdm import tqdm
 

@@ -362,6 +362,27 @@ def previous_children(ev: Evaluation, cache: InputCache, say: Progress) -> dict[
     return _brief(population_agreement(ev.y[k], pred[k], ev.task.cutoffs[k], seed=ev.seed))
 
 
+def previous_models_problem(folder: Path) -> str | None:
+    """Why `folder` cannot serve as --previous-models, checked before the long run: it must
+    hold the version-1 graph (children only, no group input), which never saw an adult."""
+    import onnxruntime as ort
+
+    from .crossval import GROUP_NAME
+
+    card, graph = Path(folder) / "regression.json", Path(folder) / "regression.onnx"
+    if not (card.is_file() and graph.is_file()):
+        return f"{folder} holds no regression.json and regression.onnx"
+    names = [i.name for i in ort.InferenceSession(str(graph)).get_inputs()]
+    if GROUP_NAME in names:
+        version = json.loads(card.read_text("utf-8")).get("version", "?")
+        return (
+            f"{folder} holds regression {version}, a graph with a group input that was trained "
+            "on adults; give the version-1 model (children only), e.g. from git: "
+            "git show 40baaa6:inference/models/regression.{json,onnx}"
+        )
+    return None
+
+
 def previous_model(
     ev: Evaluation, cache: InputCache, previous_models: Path | None, say: Progress
 ) -> dict[str, Any]:
