@@ -52,3 +52,25 @@ def test_committed_card_shows_the_committed_gate_table() -> None:
     card = (ROOT / qc.MODEL_CARD_MD).read_text("utf-8")
     assert replace_section(card, gate_section_md(rec)) == card
     assert len(rec["rows"]) == len(qc.table(_measured(True)))
+
+
+def test_the_written_card_is_what_re_measuring_a_section_leaves(tmp_path, monkeypatch) -> None:
+    """MODEL_CARD.md as `hbscreen train` writes it is unchanged by replacing its segmentation
+    or gate section with the same content (quality_calibration --record and --attach-cv
+    replace them later): one blank line between sections either way."""
+    import shutil
+
+    from hbscreen.inference.modelcard import load_card
+    from hbscreen.training.model_card_md import write_model_card_md
+    from hbscreen.training.segmentation import card_section_md
+
+    models = ROOT / "inference" / "models"
+    for name in ("segmentation.json", "regression.json", "regression.onnx"):
+        shutil.copy(models / name, tmp_path / name)
+    monkeypatch.chdir(ROOT)  # the gate record is read from reports/, as in a training run
+    write_model_card_md(tmp_path / "MODEL_CARD.md", load_card("regression", tmp_path), 1.0)
+    text = (tmp_path / "MODEL_CARD.md").read_text("utf-8")
+    rec = json.loads((ROOT / QUALITY_GATE).read_text("utf-8"))
+    seg = json.loads((tmp_path / "segmentation.json").read_text("utf-8"))
+    assert replace_section(text, gate_section_md(rec)) == text
+    assert replace_section(text, card_section_md(seg)) == text

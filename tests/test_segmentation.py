@@ -320,6 +320,28 @@ def test_train_with_cv_carries_the_patient_cv_into_the_card(tmp_path):
     assert "| **all** | 5 |" in md and "CC BY 4.0" in md
 
 
+@pytest.mark.train
+def test_attach_cv_rescores_the_folds_with_the_cards_guided_filter(tmp_path):
+    """After a change of post-processing (the card's guided_refine), --attach-cv re-scores
+    the same folds' models with and without it and the card section says what it adds."""
+    pytest.importorskip("torch")
+    from hbscreen.training.segmentation import attach_cv, card_section_md, train_with_cv
+
+    photos = tmp_path / "photos_root"
+    _write_shared_layout(photos, n=5)
+    kw = dict(steps=2, size=64, batch=4, n_train=4, n_eval=1, quantise=False, workers=1)
+    guided = {"radius": 1, "eps": 1e-3, "long_side": 64}
+    out = tmp_path / "out"
+    train_with_cv(None, out, photos=photos, progress=False, real_per_batch=2, guided=guided, **kw)
+    card = attach_cv(out, out / "cv", photos=photos)
+    gain = card["metrics"]["guided_refine_cv"]
+    assert len(gain["real_iou_per_fold"]) == 5 and len(gain["real_iou_mean"]) == 2
+    assert card["metrics"]["real_photos_cv"]["iou_mean_of_folds"] == pytest.approx(
+        gain["real_iou_mean"][1], abs=1e-3
+    )
+    assert "The guided filter, on the same folds" in "\n".join(card_section_md(card))
+
+
 def test_pallor_makes_the_conjunctiva_pale():
     from hbscreen.training.seg_augment import _pallor
 

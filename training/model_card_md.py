@@ -128,9 +128,9 @@ def write_model_card_md(
     if seg:
         from .segmentation import card_section_md
 
-        lines += ["", *card_section_md(seg)]
+        lines += ["", *_trimmed(card_section_md(seg))]
     if QUALITY_GATE.is_file():  # measured by quality_calibration --record, carried over
-        lines += ["", *gate_section_md(json.loads(QUALITY_GATE.read_text("utf-8")))]
+        lines += ["", *_trimmed(gate_section_md(json.loads(QUALITY_GATE.read_text("utf-8"))))]
     lines += [
         "",
         LICENCE_HEADING,
@@ -145,6 +145,14 @@ def write_model_card_md(
         "",
     ]
     path.write_text("\n".join(lines), "utf-8")
+
+
+def _trimmed(section: list[str]) -> list[str]:
+    """A section without its trailing blank lines: one blank line between sections, as
+    card_sections.replace_section leaves them (so re-measuring one section changes only it)."""
+    while section and not section[-1]:
+        section = section[:-1]
+    return section
 
 
 def gate_section_md(record: dict) -> list[str]:

@@ -75,8 +75,8 @@ REAL_RECIPE: dict[str, Any] = {
     "batch": 12,
     "real_per_batch": 10,
     "init": INIT_RENDERINGS,
-    # Not "guided" (--guided 8,0.001,320: +0.022 CV IoU, 0.667 -> 0.689): the gate, calibrated
-    # on these masks, lost JPEG q30 + blur and screenshots with the edge-snapped ones (2.2.0).
+    # Not "guided" (--guided 8,0.001,320): +0.019 CV IoU, but the Hb estimated through its
+    # masks is worse (photo minus cut-out 0.32 -> 0.46 g/dL): the card's what_limits says so.
 }
 DATA_LICENCE = (
     "CC BY 4.0 data (CP-AnemiC, Mendeley Data doi:10.17632/m53vz6b7fx.1; the authors ask for "
@@ -990,7 +990,24 @@ def rescore_fold(
     if fp32.is_file():
         fp = evaluate_photos(fp32, card.preprocessing, eval_items, thr, guided)
         result["held_out_real_photos_fp32"] = summarise_photos(fp)
+    elif result.get("weights") == "fp32":  # the served graph is the fp32 one
+        result["held_out_real_photos_fp32"] = result["held_out_real_photos"]
     return result
+
+
+def held_out_renderings(data_root: Path, seed: int = 0, n: int = 200) -> list:
+    """The renderings every training run scores: built only from the held-out cut-out groups
+    (the same set as train_segmentation's, read from HBSCREEN_RENDER_CACHE when set)."""
+    _, held_c = split_by_group(load_cutouts(Path(data_root)), seed)
+    return render_set([c.rgba for c in held_c], n, seed=seed, stream=2, size=0, train=False)
+
+
+def _served_renderings(model_dir: Path, eval_set: list, guided: dict | None) -> dict[str, float]:
+    from hbscreen.inference.modelcard import load_card
+
+    card = load_card(MODEL_NAME, Path(model_dir))
+    thr = card.threshold or THRESHOLD
+    return evaluate_onnx(Path(model_dir) / card.file, card.preprocessing, eval_set, thr, guided)
 
 
 def attach_cv(
@@ -999,25 +1016,62 @@ def attach_cv(
     extra: dict[str, Any] | None = None,
     photos: Path | None = None,
     seed: int = 0,
+    data_root: Path | None = None,
 ) -> dict:
     """Put the CV summary of fold<k>/result.json in folds_dir into out_dir's card (the same
     card train_with_cv writes, for a final model trained in parallel with the last fold).
-    With `photos`, each fold's model is first re-scored by the current serving code."""
+    With `photos`, each fold's model is first re-scored by the current serving code; with
+    `data_root` too, the held-out renderings of the folds and of out_dir's model are re-scored
+    the same way (after a change of the card's post-processing, e.g. guided_refine)."""
     card_path = Path(out_dir) / f"{MODEL_NAME}.json"
     card = json.loads(card_path.read_text("utf-8"))
+    gain: dict[str, Any] = {}  # [without, with] the card's guided_refine, per fold
     if photos is not None:
         held = cv_folds([p for p, _ in load_real_photos(Path(photos))], CV_FOLDS, seed)
         guided = card.get("guided_refine")
-        folds = [
-            rescore_fold(Path(folds_dir) / f"fold{k}", photos, held[k], guided)
-            for k in range(CV_FOLDS)
-        ]
+        fold_dirs = [Path(folds_dir) / f"fold{k}" for k in range(CV_FOLDS)]
+        folds = [rescore_fold(d, photos, held[k], guided) for k, d in enumerate(fold_dirs)]
+        if guided:  # what the refinement adds, on the same folds' models
+            plain = [rescore_fold(d, photos, held[k]) for k, d in enumerate(fold_dirs)]
+            gain = {
+                "real_iou_per_fold": [
+                    [p["held_out_real_photos"]["iou_mean"], f["held_out_real_photos"]["iou_mean"]]
+                    for p, f in zip(plain, folds, strict=True)
+                ],
+            }
+        if data_root is not None:
+            eval_set = held_out_renderings(data_root, seed)
+            for d, f in zip(fold_dirs, folds, strict=True):
+                f["held_out_renderings"] = _served_renderings(d, eval_set, guided)
+                if guided:
+                    without = _served_renderings(d, eval_set, None)["iou_mean"]
+                    with_ = f["held_out_renderings"]["iou_mean"]
+                    gain.setdefault("renderings_iou_per_fold", []).append([without, with_])
+            metrics = card["metrics"]
+            metrics["held_out_renderings"] = _served_renderings(Path(out_dir), eval_set, guided)
+            for stale in ("held_out_renderings_fp32", "held_out_renderings_int8"):
+                metrics.pop(stale, None)  # scored before this post-processing
+            metrics["held_out_renderings_note"] = (
+                "the served graph after the served post-processing (attach_cv)"
+            )
     else:
         folds = [
             json.loads((Path(folds_dir) / f"fold{k}" / "result.json").read_text("utf-8"))
             for k in range(CV_FOLDS)
         ]
     card["metrics"].update(cross_validation_summary(folds))
+    if gain:
+        card["metrics"]["guided_refine_cv"] = {
+            **gain,
+            **{
+                f"{k.split('_per_fold')[0]}_mean": [
+                    round(float(np.mean([v[i] for v in gain[k]])), 4) for i in (0, 1)
+                ]
+                for k in gain
+            },
+            "reading": "[without, with] guided_refine, each fold's model on its held-out "
+            "patients (real) and on the held-out renderings",
+        }
     card["metrics"].update(extra or {})
     card_path.write_text(json.dumps(card, indent=2) + "\n", "utf-8")
     return card
@@ -1089,7 +1143,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cross_validation_summary(folds), indent=2))
         return 0
     if a.attach_cv:
-        attach_cv(a.out, a.attach_cv, photos=a.photos, seed=a.seed)
+        attach_cv(a.out, a.attach_cv, photos=a.photos, seed=a.seed, data_root=a.data)
+        if (a.out / "MODEL_CARD.md").is_file():
+            update_model_card_md(a.out / "MODEL_CARD.md", a.out / f"{MODEL_NAME}.json")
         return 0
     if a.data is None and a.photos is None:
         ap.error("give --data (CP-AnemiC) and/or --photos")
@@ -1127,10 +1183,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("_records")}, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 __all__ = ["build_model", "load_cutouts", "split_by_group", "train_segmentation"]
@@ -1209,6 +1261,22 @@ def card_section_md(seg: dict[str, Any]) -> list[str]:
                 for k, t in cv["by_conjunctiva_share_of_frame"].items()
             ],
         ]
+        gr = m.get("guided_refine_cv")
+        if gr and g:
+            real = gr["real_iou_mean"]
+            lines += [
+                "",
+                f"The guided filter, on the same folds: mean IoU {real[0]:.3f} without, "
+                f"{real[1]:.3f} with; per fold "
+                + ", ".join(f"{a:.3f} -> {b:.3f}" for a, b in gr["real_iou_per_fold"])
+                + (
+                    f". On the held-out renderings: {gr['renderings_iou_mean'][0]:.3f} -> "
+                    f"{gr['renderings_iou_mean'][1]:.3f} (their mask is the renderer's, not an "
+                    "expert's palpebral band)."
+                    if "renderings_iou_mean" in gr
+                    else "."
+                ),
+            ]
         prev = m.get("previous_model_on_real_photos")
         if prev:
             lines += ["", f"For comparison, {prev}."]
@@ -1218,7 +1286,8 @@ def card_section_md(seg: dict[str, Any]) -> list[str]:
         if lim and not met:
             lines += [
                 f"What limits it: {lim['reading']}.",
-                "Evidence (folds 0 and 1; `iou_of_true_mask_eroded_by_px_at_1280` = IoU of the "
+                "Evidence (folds 0 and 1 where not named; `iou_of_true_mask_eroded_by_px_at_1280` "
+                "= IoU of the "
                 "expert mask with itself shrunk by that many pixels): "
                 + "; ".join(f"{k}: {json.dumps(v)}" for k, v in lim.items() if k != "reading")
                 + ".",
@@ -1251,3 +1320,7 @@ def update_model_card_md(md_path: Path, seg_json: Path) -> None:
     seg = json.loads(Path(seg_json).read_text("utf-8"))
     new = replace_section(text, card_section_md(seg))
     Path(md_path).write_text(new, "utf-8")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
