@@ -435,8 +435,8 @@ def format_text(r: ScreeningResult, lang: str = "en") -> str:
 
 
 def _display_width(text: str) -> int:
-    """Terminal columns: wide (CJK) characters take two, combining marks (Devanagari vowel
-    signs) none, so the text column lines up in every language."""
+    """Terminal columns: wide (CJK) characters take two, non-spacing marks (Devanagari's
+    nukta, virama and upper vowel signs) none, so the text column lines up in every language."""
     return sum(
         0
         if unicodedata.combining(ch) or unicodedata.category(ch) == "Mn"
