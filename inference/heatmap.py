@@ -88,10 +88,15 @@ def _place(
     return view
 
 
-def _support(x: np.ndarray) -> tuple[slice, slice]:
-    """Rows and columns of the bounding box of x's nonzero pixels."""
+def _support(x: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """Rows and columns of the bounding box of x's nonzero pixels, widened by `margin` within
+    the frame (empty where x is all zero)."""
     bx, by, bw, bh = cv2.boundingRect((x > 0).view(np.uint8))
-    return slice(by, by + bh), slice(bx, bx + bw)
+    if not (bw and bh):
+        return slice(0, 0), slice(0, 0)
+    h, w = x.shape[:2]
+    rows = slice(max(0, by - margin), min(h, by + bh + margin))
+    return rows, slice(max(0, bx - margin), min(w, bx + bw + margin))
 
 
 def _blur_near(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -100,13 +105,10 @@ def _blur_near(x: np.ndarray, sigma: float) -> np.ndarray:
     rule reflects in there is zero too; measured: within 2e-7) at the cost of the box, not the
     frame."""
     r = 2 * ((round(sigma * 8 + 1) | 1) // 2)  # twice the radius OpenCV takes for float32
-    sy, sx = _support(x)
+    sy, sx = _support(x, r)
     out = np.zeros_like(x)
-    if sy.stop == sy.start:
-        return out
-    y0, y1 = max(0, sy.start - r), min(x.shape[0], sy.stop + r)
-    x0, x1 = max(0, sx.start - r), min(x.shape[1], sx.stop + r)
-    out[y0:y1, x0:x1] = cv2.GaussianBlur(x[y0:y1, x0:x1], (0, 0), sigmaX=sigma)
+    if sy.stop > sy.start:
+        out[sy, sx] = cv2.GaussianBlur(x[sy, sx], (0, 0), sigmaX=sigma)
     return out
 
 
@@ -117,12 +119,10 @@ def _outline(lid: np.ndarray) -> list[np.ndarray]:
     on the region's box only (the blur is far wider than a pixel: 0.4 ms instead of 1.8 at
     720 px), traced at full size."""
     sigma = OUTLINE_SMOOTH * max(lid.shape)
-    sy, sx = _support(lid)
+    sy, sx = _support(lid, int(np.ceil(3 * sigma)) + 2)
     if sy.stop == sy.start:
         return []
-    r = int(np.ceil(3 * sigma)) + 2
-    y0, x0 = max(0, sy.start - r), max(0, sx.start - r)
-    box = lid[y0 : sy.stop + r, x0 : sx.stop + r]
+    box = lid[sy, sx]
     h, w = box.shape
     half = cv2.resize(box, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
     calm = cv2.resize(cv2.GaussianBlur(half, (0, 0), sigmaX=sigma / 2), (w, h))
@@ -130,7 +130,7 @@ def _outline(lid: np.ndarray) -> list[np.ndarray]:
         (calm > 0.5).astype(np.uint8),
         cv2.RETR_EXTERNAL,
         cv2.CHAIN_APPROX_SIMPLE,
-        offset=(x0, y0),
+        offset=(sx.start, sy.start),
     )
     return [c for c in contours if cv2.contourArea(c) >= 0.002 * lid.size]
 
