@@ -42,9 +42,14 @@ def shrink(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
     patients): the same mean IoU as INTER_AREA for the last step (0.705/0.622 vs 0.704/0.623),
     at 1.3 ms instead of 1.6 ms for a 1280 px photo and 0.1 ms instead of 1.6 ms for the
     second pass's crop; training draws its samples the same way (seg_augment: a pyramid level
-    within 2x, then a bilinear warp)."""
-    while rgb.shape[0] >= 2 * h and rgb.shape[1] >= 2 * w:
-        rgb = cv2.pyrDown(rgb)
+    within 2x, then a bilinear warp). The halving runs plane by plane: OpenCV's single-channel
+    pyrDown is vectorised, its 3-channel one is not (1280 px: 1.1 ms with the split and merge,
+    instead of 1.8; the same pixels)."""
+    if rgb.shape[0] >= 2 * h and rgb.shape[1] >= 2 * w:
+        planes = list(cv2.split(rgb)) if rgb.ndim == 3 else [rgb]
+        while planes[0].shape[0] >= 2 * h and planes[0].shape[1] >= 2 * w:
+            planes = [cv2.pyrDown(p) for p in planes]
+        rgb = cv2.merge(planes) if rgb.ndim == 3 else planes[0]
     return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
 
 

@@ -794,17 +794,29 @@ def _white_and_tissue(
     return out
 
 
-FLAT_BLOCK = np.ones((8, 8), np.uint8)
+FLAT_ROW = np.ones((1, 8), np.uint8)
+
+
+def _block_extreme(rgb: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """Per-channel max (op = np.maximum) or min of each 8 x 8 block of the frame's grid whose
+    centre lies inside it: what an 8 x 8 dilate (erode) reads at the block centres, computed
+    rows first as one reduce over each 8-row band, then across on 1/8 of the rows (0.4 ms at
+    1280 px instead of 2.8 ms; the same values)."""
+    h = rgb.shape[0]
+    n, full = (h + 3) // 8, h // 8  # rows 4, 12, ... below h; bands wholly inside
+    rows = op.reduce(rgb[: 8 * full].reshape(full, 8, *rgb.shape[1:]), axis=1)
+    if n > full:  # a last band of 5-7 rows: its centre row is inside
+        rows = np.concatenate([rows, op.reduce(rgb[8 * full :], axis=0, keepdims=True)])
+    across = cv2.dilate if op is np.maximum else cv2.erode
+    return np.ascontiguousarray(across(rows, FLAT_ROW)[:, 4::8])
 
 
 def _flat_share(rgb: np.ndarray) -> float:
     """Share of the frame's 8x8 blocks whose every channel varies by at most one level. A
     camera's sensor noise leaves no block flat (real photos: 0.013 at most, 0.47 after JPEG q30
     on a blurred one); a screenshot's backgrounds and bars are flat (0.7-0.9). Blocks clipped
-    to white or black are left out: over-exposure flattens them too. Per-block max and min by
-    an 8x8 dilate and erode, read at the block centres (1.5 ms at 1280 px)."""
-    mx = np.ascontiguousarray(cv2.dilate(rgb, FLAT_BLOCK)[4::8, 4::8])
-    mn = np.ascontiguousarray(cv2.erode(rgb, FLAT_BLOCK)[4::8, 4::8])
+    to white or black are left out: over-exposure flattens them too."""
+    mx, mn = _block_extreme(rgb, np.maximum), _block_extreme(rgb, np.minimum)
     flat = _channel_max(cv2.subtract(mx, mn)) <= 1
     clipped = (_channel_min(mn) >= CLIP_HIGH) | (_channel_max(mx) <= CLIP_LOW)
     n = int(np.count_nonzero(~clipped))

@@ -107,3 +107,17 @@ def test_shipped_models_screen_the_example_photo(shipped):
     assert result.quality.ok
     assert heatmap is not None and len(heatmap) <= 150_000
     assert result.model_versions["regression"] != "0.0.0-tiny"
+
+
+@pytest.mark.parametrize("shape", [(1280, 960, 3), (613, 1001, 3), (700, 500)])
+def test_shrink_halves_plane_by_plane_to_the_same_pixels(shape) -> None:
+    """shrink's plane-by-plane pyrDown gives what a 3-channel pyrDown chain gives (the model
+    was trained on that), on whole frames and on pass 2's strided crops."""
+    from hbscreen.inference.preprocess import shrink
+
+    img = np.random.default_rng(len(shape)).integers(0, 256, shape, dtype=np.uint8)
+    for x in (img, img[17:-23, 31:-5]):
+        ref = x
+        while ref.shape[0] >= 2 * 96 and ref.shape[1] >= 2 * 96:
+            ref = cv2.pyrDown(ref)
+        assert np.array_equal(shrink(x, 96, 96), cv2.resize(ref, (96, 96)))

@@ -614,3 +614,15 @@ def test_a_screen_is_flat_a_camera_photo_is_not() -> None:
     burnt[:, : burnt.shape[1] // 2] = 255
     assert _flat_share(shot) > 0.8 and _flat_share(sent) > 0.65
     assert _flat_share(photo) < 0.01 and _flat_share(burnt) < 0.01
+
+
+@pytest.mark.parametrize("shape", [(1280, 960), (1003, 775), (1005, 777), (12, 9), (7, 7)])
+def test_block_extremes_are_the_8x8_dilate_and_erode_at_block_centres(shape) -> None:
+    """_flat_share's fast block max/min reads what an 8x8 dilate (erode) gives at the block
+    centres, last partial blocks included (the measure it replaced)."""
+    from hbscreen.inference.quality import _block_extreme
+
+    rgb = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    block = np.ones((8, 8), np.uint8)
+    assert np.array_equal(_block_extreme(rgb, np.maximum), cv2.dilate(rgb, block)[4::8, 4::8])
+    assert np.array_equal(_block_extreme(rgb, np.minimum), cv2.erode(rgb, block)[4::8, 4::8])
