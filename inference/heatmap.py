@@ -58,13 +58,13 @@ def _top_regions(cam: np.ndarray, inside: np.ndarray, sigma: float) -> np.ndarra
     small = cv2.resize(cam, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), sigmaX=max(sigma / 4, 0.5))
     smooth = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    values = smooth[inside]
+    values = smooth.ravel()[np.flatnonzero(inside)]  # smooth[inside], taken faster by index
     if values.size == 0 or float(values.max()) <= 0:
         return np.zeros_like(cam)
     cut = float(np.quantile(values, 1.0 - TOP_SHARE))
     peak = float(values.max())
     strength = np.clip((smooth - cut) / max(peak - cut, 1e-6), 0.0, 1.0)
-    strength[~inside] = 0.0
+    strength *= inside
     return strength
 
 

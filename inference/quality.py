@@ -561,6 +561,9 @@ def measure(rgb: np.ndarray, mask: np.ndarray, *, cutout: bool = False) -> dict[
 
 # ---------------------------------------------------------------------------------------------
 # Measures
+#
+# Masked pixels are taken with np.compress or by index (np.flatnonzero): the same values in the
+# same order as boolean indexing, which took 2.5-4.7x longer on these arrays (real photos).
 
 
 def _binary(mask: np.ndarray) -> np.ndarray:
@@ -610,7 +613,8 @@ def _lid_pixels(rgb: np.ndarray, ms: np.ndarray, k: int, contact: Contact) -> np
     cv2.drawContours(filled, contours, -1, 1, cv2.FILLED)
     d = max(3, t // 4 | 1)  # and a rim of a quarter of the band: reflections on its edge
     filled = cv2.dilate(filled, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d)))
-    return rgb[:: k * f, :: k * f][filled.astype(bool)].astype(np.float32)
+    px = np.ascontiguousarray(rgb[:: k * f, :: k * f]).reshape(-1, 3)
+    return px[np.flatnonzero(filled)].astype(np.float32)
 
 
 Contact = tuple[tuple[int, int, int, int], float] | None
@@ -766,7 +770,7 @@ def _white_and_tissue(
     burnt = _burnt(near)  # white burnt out (or a reflection)
     clipped = _channel_max(near) >= WHITE_MAX
     burnt_share = float(np.mean(burnt)) if len(near) else 0.0
-    near = near[~(burnt | clipped)]
+    near = np.compress(~(burnt | clipped), near, axis=0)
     if len(near) < 50 or burnt_share > BURNT_SKIP:  # over-exposed: the white is gone
         return {
             "burnt_share": burnt_share, "white_contrast": None, "tissue_chroma": None,
@@ -778,7 +782,7 @@ def _white_and_tissue(
             "tissue_hue": None, "white_a": None, "white_b": None,
         }  # fmt: skip
     luma = near @ np.array([0.299, 0.587, 0.114], np.float32)
-    white = near[luma >= np.percentile(luma, 95)].mean(axis=0)
+    white = np.compress(luma >= np.percentile(luma, 95), near, axis=0).mean(axis=0)
     lab_w = _lab(white)[0]
     lab_t = _lab(tissue)
     out: dict[str, float | None] = {
@@ -870,7 +874,8 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     # Keep 4 px off the frame edge too: the blur's mirrored border has no detail across it.
     on = cv2.erode(m, np.ones((9, 9), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     on = on.astype(bool)
-    if on.sum() < 50:
+    at = np.flatnonzero(on)
+    if at.size < 50:
         return {"focus": None, "motion": None, "block_steps": steps, "grain": None}
     grain = _grain(luma8, m0)  # at full resolution, where sensor noise is white
     # Directional energy E[(c gx + s gy)^2] = c^2 Sxx + 2cs Sxy + s^2 Syy: three moments per
@@ -880,8 +885,8 @@ def _focus(rgb: np.ndarray, mask: np.ndarray, ms: np.ndarray, k: int) -> dict[st
     energy = []
     for sigma in FOCUS_SIGMAS:
         b = _gauss(g, sigma)
-        gx = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)[on]
-        gy = cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)[on]
+        gx = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3, scale=0.125).ravel()[at]
+        gy = cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3, scale=0.125).ravel()[at]
         sxx, syy, sxy = float(gx @ gx), float(gy @ gy), float(gx @ gy)
         e = (c * c * sxx + 2 * c * sn_ * sxy + sn_ * sn_ * syy) / gx.size
         energy.append(np.maximum(e - _noise_gain(sigma, s) * grain * grain, 0.0))
@@ -1217,10 +1222,10 @@ def _grain(luma: np.ndarray, m: np.ndarray) -> float:
     inside = (inside[:, :-2] & inside[:, 1:-1] & inside[:, 2:]).astype(bool)
     # burnt-out or black pixels have no noise in any camera: leave them out
     inside &= (b[:, 1:-1] > 5) & (b[:, 1:-1] < 250)
-    vals = lap[inside]
+    vals = lap.ravel()[np.flatnonzero(inside)]
     if vals.size < 50:
         return 0.0
-    kept = vals[vals <= np.percentile(vals, 80)]
+    kept = np.compress(vals <= np.percentile(vals, 80), vals)
     # E|x| over the lower 80% of |N(0, s)| is 0.5586 s
     return float(kept.mean()) / 0.5586 / 6.0
 
