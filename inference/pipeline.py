@@ -76,13 +76,36 @@ class _Model:
         return dict(zip(self.card.outputs.keys(), outs, strict=True))
 
 
+class Segmenter(_Model):
+    """The segmentation model alone: training pushes the annotated photos through it, from a
+    models folder that may hold no regressor yet."""
+
+    @classmethod
+    def from_dir(cls, models_dir: Path | None = None, threads: int = 1) -> Segmenter:
+        cv2.setNumThreads(1)
+        model = _Model.load("segmentation", models_dir, threads)
+        return cls(model.card, model.session)
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        """Probability map of the conjunctiva, reduced to its plausible component."""
+        card = self.card
+        return preprocess.segment_two_pass(
+            lambda x: self.run(x)["logits"],
+            rgb,
+            card.preprocessing,
+            card.threshold or 0.5,
+            getattr(card, "refine_margin", None),
+            getattr(card, "guided_refine", None),
+        )
+
+
 class Pipeline:
     """Both models and their cards. Build one per process with `Pipeline.shared()`."""
 
     def __init__(self, models_dir: Path | None = None, threads: int = 1) -> None:
         cv2.setNumThreads(1)
         keep_image_buffers_in_heap()
-        self.segmenter = _Model.load("segmentation", models_dir, threads)
+        self.segmenter = Segmenter.from_dir(models_dir, threads)
         self.regressor = _Model.load("regression", models_dir, threads)
         if self.regressor.card.calibration is None:
             raise ValueError("the regression model card has no conformal calibration")
@@ -225,15 +248,7 @@ class Pipeline:
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:
         """Probability map of the conjunctiva, reduced to its plausible component."""
-        card = self.segmenter.card
-        return preprocess.segment_two_pass(
-            lambda x: self.segmenter.run(x)["logits"],
-            rgb,
-            card.preprocessing,
-            card.threshold or 0.5,
-            getattr(card, "refine_margin", None),
-            getattr(card, "guided_refine", None),
-        )
+        return self.segmenter.segment(rgb)
 
     def estimate(
         self, rgb: np.ndarray, mask: np.ndarray, group: str | None = None

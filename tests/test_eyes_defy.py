@@ -128,3 +128,28 @@ def test_real_copy_loads() -> None:
     assert all(4 <= x.hb <= 20 for x in s)
     photos = load_photos(REAL)
     assert len(photos) == 65 and {p.group_id for p in photos} <= {x.group_id for x in s}
+
+
+def test_photos_go_through_a_folder_that_holds_only_a_segmentation_model(tmp_path: Path) -> None:
+    """`hbscreen train --skip-segmentation --out DIR` with a freshly trained segmentation in DIR
+    and no regressor yet: the photo step loads the segmentation alone (it loaded both models and
+    failed on the missing regression card)."""
+    import shutil
+
+    from hbscreen.inference.pipeline import Pipeline, Segmenter
+    from hbscreen.training.eyes_defy import EyesPhoto, photos_through_segmentation
+    from tests.synthetic import synthetic_photo
+    from tests.tiny_models import build_tiny_models
+
+    both = build_tiny_models(tmp_path / "both")
+    only = tmp_path / "only"
+    only.mkdir()
+    for f in ("segmentation.json", "segmentation.onnx"):
+        shutil.copy(both / f, only / f)
+    rgb = synthetic_photo()
+    assert np.array_equal(Segmenter.from_dir(only).segment(rgb), Pipeline(both).segment(rgb))
+    cv2.imwrite(str(tmp_path / "p.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "m.png"), np.zeros(rgb.shape[:2], np.uint8))
+    photo = EyesPhoto(tmp_path / "p.jpg", tmp_path / "m.png", 11.0, "1", "F", 30.0)
+    _, stats = photos_through_segmentation([photo], only)
+    assert len(stats) == 1

@@ -193,10 +193,10 @@ def photos_through_segmentation(
     """Each photo pushed through the SERVED segmentation (inference's own Pipeline.segment at
     the serving work size) -> a cut-out sample, plus the served mask's IoU against the expert
     mask (for the report). Photos where the served model finds nothing are skipped (counted)."""
-    from hbscreen.inference.pipeline import Pipeline
+    from hbscreen.inference.pipeline import Segmenter
     from hbscreen.inference.preprocess import shrink
 
-    pipe = Pipeline(models_dir)
+    seg = Segmenter.from_dir(models_dir)
     out, stats = [], []
     for ph in photos:
         rgb, truth = ph.load()
@@ -205,7 +205,7 @@ def photos_through_segmentation(
             h, w = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
             rgb = shrink(rgb, h, w)
             truth = cv2.resize(truth, (w, h), interpolation=cv2.INTER_AREA)
-        served = pipe.segment(rgb)
+        served = seg.segment(rgb)
         a, b = served > 0.5, truth > 0.5
         iou = float((a & b).sum() / max((a | b).sum(), 1))
         stats.append({"patient": float(ph.patient), "iou": iou})
