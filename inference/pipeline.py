@@ -44,9 +44,10 @@ def keep_image_buffers_in_heap(limit: int = 64 * 1024 * 1024) -> bool:
         return False
 
 
-def make_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+def make_session(path: Path, threads: int = 1, *, exact_int8: bool = True) -> ort.InferenceSession:
     """A CPU session for a worker process: `threads` intra-op threads, no spinning, so that
-    processes x threads <= cores does not fight over shared cores."""
+    processes x threads <= cores does not fight over shared cores. `exact_int8=False`: the
+    runtime's default int8 kernels (benchmarks/int8_without_vnni.py compares them)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(1, threads)
     so.inter_op_num_threads = 1
@@ -54,6 +55,13 @@ def make_session(path: Path, threads: int = 1) -> ort.InferenceSession:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # The int8 segmentation on an x86 CPU without VNNI (AVX2 alone, or AVX-512 without it):
+    # onnxruntime's default U8S8 kernels saturate 16-bit sums there, and no served mask of the
+    # 65 real photos matched a VNNI machine's (0.4% of pixels flipped, up to 254/255 apart).
+    # U8U8 keeps the sums exact: all 65 identical. No effect on VNNI or float graphs.
+    # benchmarks/int8_without_vnni.py measures it.
+    if exact_int8:
+        so.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 

@@ -121,3 +121,20 @@ def test_shrink_halves_plane_by_plane_to_the_same_pixels(shape) -> None:
         while ref.shape[0] >= 2 * 96 and ref.shape[1] >= 2 * 96:
             ref = cv2.pyrDown(ref)
         assert np.array_equal(shrink(x, 96, 96), cv2.resize(ref, (96, 96)))
+
+
+def test_sessions_ask_for_exact_int8_sums() -> None:
+    """On x86 without VNNI the default int8 kernels saturate and no served mask matched a VNNI
+    machine's; the exact ones make them identical (benchmarks/int8_without_vnni.py)."""
+    from hbscreen.inference.modelcard import MODELS_DIR
+    from hbscreen.inference.pipeline import make_session
+
+    def entry(**kw: bool) -> str:
+        options = make_session(MODELS_DIR / "segmentation.onnx", **kw).get_session_options()
+        try:
+            return options.get_session_config_entry("session.x64quantprecision")
+        except RuntimeError:  # not set
+            return ""
+
+    assert entry() == "1"
+    assert entry(exact_int8=False) == ""

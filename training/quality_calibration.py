@@ -577,8 +577,9 @@ def libraries() -> dict[str, str]:
 
 def int8_instructions() -> str:
     """The best int8 dot-product instructions of this CPU, as onnxruntime's int8 kernels pick
-    them: without VNNI they multiply u8 by s8 in pairs that can saturate, so the int8
-    segmentation's masks (and a few photos per row of the table) differ between CPU kinds."""
+    them. Without VNNI the default kernels multiply u8 by s8 in pairs that can saturate, which
+    moved a few photos per row of the table between CPU kinds; the served sessions ask for exact
+    sums (make_session), so the table no longer depends on it: recorded for the record."""
     import platform
 
     try:

@@ -425,11 +425,9 @@ def evaluate_onnx(
     guided: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Mean/median IoU and Dice over (photo, mask) pairs, plus the share with IoU >= 0.7."""
-    import onnxruntime as ort
+    from hbscreen.inference.pipeline import make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_path, 1)  # as served, int8 kernels included
     ious, dices = [], []
     for photo, mask in samples:
         pred = predict_mask(sess, pre, photo, threshold, guided=guided)
@@ -459,13 +457,9 @@ def latency_ms(
     CPU time of this thread (one onnxruntime thread runs on the caller), not wall time: on a
     shared machine wall time mostly measures the neighbours (int8 0.74x-1.37x fp32 by wall
     time across folds; 0.78x by CPU time)."""
-    import onnxruntime as ort
+    from hbscreen.inference.pipeline import make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_path, threads)
     for _ in range(3):
         predict_mask(sess, pre, photo, THRESHOLD, guided=guided)
     ts = []
@@ -568,11 +562,9 @@ def evaluate_photos(
 ) -> list[dict[str, Any]]:
     """Per-photo IoU/Dice of real annotated photos at the served resolution (long side 1280,
     as the worker decodes them), after the serving post-processing."""
-    import onnxruntime as ort
+    from hbscreen.inference.pipeline import make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_path, 1)  # as served, int8 kernels included
     out = []
     for patient, it in photos:
         rgb, mask = it.load(long_side=SERVE_LONG_SIDE)
