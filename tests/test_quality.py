@@ -19,6 +19,7 @@ from hbscreen.inference.quality import (
     RULES,
     SUPERSEDES,
     assess,
+    judge,
     measure,
     primary_codes,
     rules_for,
@@ -276,6 +277,38 @@ def test_share_of_the_lid_outside_a_side_is_read_from_its_symmetry(side) -> None
         assert (got > limit) == (outside > limit)
     flat = np.ascontiguousarray(sagging_lid(sag=0.0)[:, 473:])  # no bottom to go by
     assert measure(np.zeros((*flat.shape, 3), np.uint8), flat)["lid_outside"] == 0.0
+
+
+def leaning_lid(bottom_at: float, h: int = 960, w: int = 1280) -> np.ndarray:
+    """A smile 1000 px long whose bottom lies at `bottom_at` of its length from the left, both
+    ends rising 150 px to the corners of the eye (real lids: 0.40-0.53)."""
+    x = np.arange(w, dtype=np.float32)[None, :]
+    y = np.arange(h, dtype=np.float32)[:, None]
+    xb = 140 + 1000 * bottom_at
+    t = (x - xb) / np.where(x < xb, xb - 140, 1140 - xb)
+    bottom = 600.0 - 150.0 * t**2
+    top = bottom - 60.0 * (1 - 0.5 * t**2)
+    return ((y <= bottom) & (y >= top) & (np.abs(x - 640) <= 500)).astype(np.float32)
+
+
+def test_a_cut_on_the_side_the_bottom_leans_away_from_is_told_by_how_little_its_end_rises():
+    """Lowest at 0.40 of its length and a third cut off on the right: its symmetry reads too
+    little outside (lid_outside), but the end at the cut has barely left the bottom; an end
+    that runs off the frame at the corner of the eye has climbed (end_rise)."""
+    limit = {r.key: r.threshold for r in RULES if r.code == "conjunctiva_cut_off"}
+    lid = leaning_lid(0.40)
+
+    def values(m: np.ndarray) -> dict:
+        return measure(np.zeros((*m.shape, 3), np.uint8), np.ascontiguousarray(m))
+
+    cut = values(lid[:, : 1140 - 333])
+    assert cut["lid_outside"] < limit["lid_outside"] and cut["end_rise"] < limit["end_rise"]
+    told_cut = [c.passed for c in judge(cut).checks if c.code == "conjunctiva_cut_off"]
+    assert told_cut == [True, True, False]  # one_end_cut, lid_outside pass; end_rise does not
+    for outside in (0.0, 0.05):  # running off at the corner of the eye, either side
+        for m in (lid[:, 140 + round(1000 * outside) :], lid[:, : 1140 - round(1000 * outside)]):
+            assert values(m)["end_rise"] >= limit["end_rise"]
+    assert values(lid)["end_rise"] is None  # no end at a side of the frame: nothing to judge
 
 
 def test_a_band_lowest_at_its_inner_end_has_nothing_outside() -> None:
