@@ -374,22 +374,32 @@ def format_text(r: ScreeningResult, lang: str = "en") -> str:
         if not failing:
             n = len(r.quality.checks)
             row("quality", tn(lang, "good ({n} check passed)", "good ({n} checks passed)", n))
+        # One row per hint: two measures of one check (say, a cut lid read from its symmetry
+        # and from its end) would otherwise print the same sentence twice.
+        rows: dict[tuple[str, str], list[str]] = {}
         for c in failing:
             hint = (
                 c.message
                 if lang == "en" or c.code not in RETAKE_HINTS
                 else t(lang, RETAKE_HINTS[c.code])
             )
+            measured = rows.setdefault((hint, c.code), [])
             if c.value is not None and c.threshold is not None:
-                hint = t(
-                    lang,
-                    "{hint} (measured {value}, needs {relation} {threshold})",
-                    hint=hint,
-                    value=_measure(c.value, lang),
-                    relation="≥" if c.direction == "min" else "≤",
-                    threshold=_measure(c.threshold, lang),
+                measured.append(
+                    t(
+                        lang,
+                        "measured {value}, needs {relation} {threshold}",
+                        value=_measure(c.value, lang),
+                        relation="≥" if c.direction == "min" else "≤",
+                        threshold=_measure(c.threshold, lang),
+                    )
                 )
-            row("quality", f"{hint} [{c.code}]")
+        for (hint, code), measured in rows.items():
+            if measured:
+                hint = t(
+                    lang, "{hint} ({measurements})", hint=hint, measurements="; ".join(measured)
+                )
+            row("quality", f"{hint} [{code}]")
     if r.hb_g_dl is None or not r.interval_80 or not r.interval_95:
         row("advice", plain(t(lang, REFERRAL_TEXT[r.referral])))
         if r.heatmap_path:

@@ -153,3 +153,28 @@ def test_evaluate_refuses_a_previous_model_that_saw_adults_before_the_long_run(t
     assert main(["evaluate", "--previous-models", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "regression 2.2.0" in err and "group input" in err and "version-1" in err
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "ja"])
+def test_one_hint_per_row_with_each_measure_that_failed(lang):
+    """A cut lid read from its symmetry and from its end: both fail with the same hint, which is
+    printed once with both measurements, not twice."""
+    from hbscreen.inference.result import Quality, QualityCheck
+
+    hint = "Part of the eyelid is cut off at the side of the photo."
+    checks = [
+        QualityCheck(code="conjunctiva_cut_off", passed=False, value=0.35, threshold=0.25,
+                     direction="max", message=hint),
+        QualityCheck(code="conjunctiva_cut_off", passed=False, value=0.271, threshold=0.7,
+                     direction="min", message=hint),
+        QualityCheck(code="too_dark", passed=False, value=20.0, threshold=45.0, message="Dark."),
+    ]  # fmt: skip
+    result = ScreeningResult(
+        path="x.jpg", group="woman", ok=False, referral="retake",
+        quality=Quality(ok=False, checks=checks),
+    )  # fmt: skip
+    rows = [r for r in format_text(result, lang).splitlines() if "[conjunctiva_cut_off]" in r]
+    assert len(rows) == 1
+    for number in ("0,35" if lang == "fr" else "0.35", "0,271" if lang == "fr" else "0.271"):
+        assert number in rows[0]
+    assert sum("[too_dark]" in r for r in format_text(result, lang).splitlines()) == 1
