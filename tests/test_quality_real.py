@@ -68,7 +68,7 @@ NOT_REACHED: dict[str, str] = {}
 def test_degraded_real_photos_are_caught_with_the_right_code(halves, deg) -> None:
     # All the held-out photos, as in the table: on half of them one photo is 6% of the row, so
     # a subset passes or fails by chance. (The masks are the same on every x86 CPU now: the
-    # sessions ask for exact int8 sums; before, the saturating ones of CPUs without VNNI moved
+    # sessions ask for exact int8 sums where VNNI is missing; before, the saturating ones moved
     # a photo or two per row.)
     photos = halves["held-out"]
     told = []

@@ -190,7 +190,7 @@ def served_cutout(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def photos_through_segmentation(
     photos: list[EyesPhoto], models_dir: Path | None = None, max_side: int = 1280
 ) -> tuple[list[EyesSample], list[dict[str, float]]]:
-    """Each photo pushed through the SERVED segmentation (inference's own Pipeline.segment at
+    """Each photo pushed through the SERVED segmentation (inference's own Segmenter.segment at
     the serving work size) -> a cut-out sample, plus the served mask's IoU against the expert
     mask (for the report). Photos where the served model finds nothing are skipped (counted)."""
     from hbscreen.inference.pipeline import Segmenter

@@ -168,9 +168,10 @@ def gate_section_md(record: dict) -> list[str]:
         f"Measured {record['measured_on']} with `{record['command']}` ("
         + ", ".join(f"{k} {v}" for k, v in record.get("libraries", {}).items())
         + (f"; CPU: {record['cpu']}" if "cpu" in record else "")
-        + "). The int8 segmentation is served with exact int8 sums on every x86 CPU",
-        "(onnxruntime's session.x64quantprecision: without VNNI its default kernels saturate and",
-        "moved a few photos per row), so these masks, and this table, are the same on any of them.",
+        + "). The int8 segmentation's sums are exact on every x86 CPU (where VNNI is missing the",
+        "pipeline asks onnxruntime for session.x64quantprecision: the default kernels saturate",
+        "there and moved a few photos per row), so these masks, and this table, are the same on",
+        "any of them.",
         "",
         "| item | expected code | " + " | ".join(halves) + " |",
         "|---|---|" + "---|" * len(halves),

@@ -579,7 +579,7 @@ def int8_instructions() -> str:
     """The best int8 dot-product instructions of this CPU, as onnxruntime's int8 kernels pick
     them. Without VNNI the default kernels multiply u8 by s8 in pairs that can saturate, which
     moved a few photos per row of the table between CPU kinds; the served sessions ask for exact
-    sums (make_session), so the table no longer depends on it: recorded for the record."""
+    sums there (make_session), so the table no longer depends on it: recorded for the record."""
     import platform
 
     try:
