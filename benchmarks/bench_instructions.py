@@ -11,8 +11,9 @@ screenings is the count per screening. DIR is an `inference/` folder, e.g. `git 
 inference | tar -x -C /tmp/base` gives /tmp/base/inference; the same models. Photos: the first N
 real photos of --photos (Eyes-defy-anemia's layout), else examples/eyelid.jpg, as JPEGs at
 --size px. Valgrind's CPU has AVX2 and neither AVX-512 nor VNNI, so the libraries take their
-AVX2 code paths: a count for such machines. A few minutes per side. Prints figures; asserts
-nothing.
+AVX2 code paths: a count for such machines (but whether the pipeline asks for exact int8 sums
+follows the host's /proc/cpuinfo: on a VNNI host it does not, which such a machine would, for
+~11 M instructions a screening more). A few minutes per side. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
