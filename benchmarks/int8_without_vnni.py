@@ -30,7 +30,7 @@ import numpy as np
 from hbscreen.training import quality_calibration as qc
 
 
-def segmenter(exact: bool):
+def segmenter(exact: bool | None):
     from hbscreen.inference.modelcard import MODELS_DIR, load_card
     from hbscreen.inference.pipeline import Segmenter, make_session
 
@@ -38,9 +38,10 @@ def segmenter(exact: bool):
     return Segmenter(card, make_session(MODELS_DIR / card.file, 1, exact_int8=exact))
 
 
-def served_masks(photos: Path, limit: int | None, exact: bool) -> dict[str, np.ndarray]:
+def served_masks(photos: list[qc.RealPhoto], exact: bool | None) -> dict[str, np.ndarray]:
+    """exact: None as served here, True/False forced (make_session)."""
     seg = segmenter(exact)
-    return {p.name: seg.segment(p.rgb) for p in qc.load_photos(photos)[:limit]}
+    return {p.name: seg.segment(p.rgb) for p in photos}
 
 
 COUNTED = 12  # photos segmented per counted round
@@ -64,13 +65,10 @@ def instructions(kind: str, rounds: int, photos: Path, tmp: str) -> int:
     return int(re.findall(r"Collected : (\d+)", done.stderr)[-1])
 
 
-def mean_iou(masks: dict[str, np.ndarray], photos: Path) -> float:
-    truth = {p.name: p.mask > 0.5 for p in qc.load_photos(photos)}
-    ious = [
-        ((m > 0.5) & truth[k]).sum() / max(((m > 0.5) | truth[k]).sum(), 1)
-        for k, m in masks.items()
-    ]
-    return float(np.mean(ious))
+def mean_iou(masks: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> float:
+    from hbscreen.training.segmentation import iou_dice
+
+    return float(np.mean([iou_dice(m > 0.5, truth[k])[0] for k, m in masks.items()]))
 
 
 def main() -> None:
@@ -86,7 +84,7 @@ def main() -> None:
         segment_rounds(args.photos, args.child == "exact", args.count_rounds)
         return
     if args.child:  # inside valgrind
-        masks = served_masks(args.photos, args.limit, exact=args.child == "exact")
+        masks = served_masks(qc.load_photos(args.photos)[: args.limit], args.child == "exact")
         np.savez_compressed(args.out, **masks)
         return
     if shutil.which("valgrind") is None:
@@ -98,8 +96,10 @@ def main() -> None:
         f"this CPU's default int8 sums saturate: {saturates}"
         + (" (native is already such a CPU)" if saturates else "")
     )
-    native = served_masks(args.photos, args.limit, True)
-    print(f"native: {len(native)} photos, mean IoU {mean_iou(native, args.photos):.4f}")
+    photos = qc.load_photos(args.photos)[: args.limit]
+    truth = {p.name: p.mask > 0.5 for p in photos}
+    native = served_masks(photos, None)
+    print(f"native: {len(native)} photos, mean IoU {mean_iou(native, truth):.4f}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("default", "exact"):
             out = Path(tmp) / f"{kind}.npz"
@@ -112,7 +112,7 @@ def main() -> None:
             same = sum(np.array_equal(got[k], native[k]) for k in native)
             flipped = np.mean([((got[k] > 0.5) != (native[k] > 0.5)).mean() for k in native])
             apart = max(float(np.abs(got[k] - native[k]).max()) for k in native)
-            iou = mean_iou(got, args.photos)
+            iou = mean_iou(got, truth)
             print(
                 f"no VNNI, {kind} int8 kernels: mean IoU {iou:.4f}; masks equal to native "
                 f"{same}/{len(native)}; pixels flipped {flipped:.2%}; probabilities up to "
