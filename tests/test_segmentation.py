@@ -302,6 +302,29 @@ def test_shipped_model_on_real_photos_regression_check():
 REAL_PHOTO_IOU_FLOOR = 0.62  # shipped 1.1.0: 0.667 (it has seen these photos)
 
 
+@pytest.mark.skipif(not (EYES_DEFY / "photos.csv").is_file(), reason="no Eyes-defy photos here")
+@pytest.mark.xfail(
+    strict=True,
+    reason="segmentation 1.1.0 finds a pale conjunctiva less well: mean IoU 0.41 on these "
+    "photos made pale, against 0.67 as taken; it takes in the red lid rim (model card Limits, "
+    "benchmarks/seg_pallor.py)",
+)
+def test_a_pale_conjunctiva_is_found_as_well_as_a_perfused_one():
+    """Pallor is what is screened for, and these photos are mostly well perfused: the same
+    photos with the tissue made pale (the gate calibration's pallor, 0.3) must be segmented
+    to the same floor as the photos as taken, or a pale person's Hb is read off other tissue."""
+    from hbscreen.inference.pipeline import Segmenter
+    from hbscreen.training.quality_calibration import pallor
+    from hbscreen.training.segmentation import SERVE_LONG_SIDE, iou_dice
+
+    seg = Segmenter.from_dir(MODELS_DIR, 1)
+    ious = []
+    for it in load_annotated_photos(EYES_DEFY):
+        rgb, mask = it.load(long_side=SERVE_LONG_SIDE)
+        ious.append(iou_dice(seg.segment(pallor(rgb, mask, 0.3)) > 0.5, mask > 0.5)[0])
+    assert np.mean(ious) >= REAL_PHOTO_IOU_FLOOR, f"mean IoU {np.mean(ious):.3f}"
+
+
 @pytest.mark.train
 def test_train_with_cv_carries_the_patient_cv_into_the_card(tmp_path):
     pytest.importorskip("torch")

@@ -108,7 +108,9 @@ LIMITS_REAL = (
     "Validated by 5-fold CV grouped by patient on 65 real photos from one macro device with its "
     "own LED light (Indian adults); other phones, light and children are covered only by "
     "augmentation and renderings. Marks the palpebral conjunctiva (the expert's band), not the "
-    "fornix above it. Expects a pulled-down lower eyelid."
+    "fornix above it. Expects a pulled-down lower eyelid. The photos are mostly well perfused: "
+    "how it finds a pale conjunctiva, and what a miss does to the Hb, is measured by "
+    "benchmarks/seg_pallor.py (1.1.0 took in the red lid rim)."
 )
 # Photo shapes (height, width) the renderings take: phones shoot 4:3 / 16:9 in either
 # orientation, messengers resend them smaller. The segmentation input squashes them all to the
