@@ -19,7 +19,6 @@ models, not as held-out accuracy. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import cv2
@@ -28,6 +27,7 @@ import numpy as np
 from hbscreen.inference import quality
 from hbscreen.inference.pipeline import Pipeline
 from hbscreen.training.annotated_photos import load_annotated_photos
+from hbscreen.training.eyes_defy import load_photos
 from hbscreen.training.quality_calibration import pallor
 from hbscreen.training.segmentation import SERVE_LONG_SIDE, iou_dice
 
@@ -39,8 +39,7 @@ def main() -> None:
     ap.add_argument("--amounts", type=float, nargs="+", default=[0.0, 0.3, 0.6])
     a = ap.parse_args()
     cv2.setNumThreads(1)
-    with (a.photos / "photos.csv").open(newline="") as f:
-        group = {r["image"]: "woman" if r["sex"] == "F" else "man" for r in csv.DictReader(f)}
+    group = {ph.path.name: ph.population for ph in load_photos(a.photos)}
     items = load_annotated_photos(a.photos)
     photos = [(group[it.photo_path.name], *it.load(long_side=SERVE_LONG_SIDE)) for it in items]
     print(f"{len(photos)} photos at long side {SERVE_LONG_SIDE} px")

@@ -62,7 +62,12 @@ class EyesSample:
 
     @property
     def population(self) -> str:
-        return "woman" if self.sex == "F" else "man"
+        return population_of(self.sex)
+
+
+def population_of(sex: str) -> str:
+    """The WHO group of an adult of this sex ("F" / "M"), as the advice names it."""
+    return "woman" if sex == "F" else "man"
 
 
 def _rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
@@ -143,6 +148,10 @@ class EyesPhoto:
     @property
     def group_id(self) -> str:
         return f"{self.country}-{self.patient}"
+
+    @property
+    def population(self) -> str:
+        return population_of(self.sex)
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """(RGB uint8, expert mask float32 in [0, 1])."""
